@@ -1,0 +1,46 @@
+# eventhouse: `make demo` runs the main job end to end, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint unit dbt-checks bench stack-up stack-down stack-status clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/eventhouse demo
+
+# ruff, then sqlfluff + dbt build against a throwaway embedded stack, then pytest.
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/eventhouse stack run --ephemeral -- $(MAKE) --no-print-directory dbt-checks
+	$(BIN)/pytest
+
+# Needs EVENTHOUSE_* pointing at a running stack (the dbt templater compiles against it).
+dbt-checks: $(STAMP)
+	$(BIN)/sqlfluff lint models macros analyses tests/dbt
+	$(BIN)/dbt build --profiles-dir . --project-dir .
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/eventhouse stack run --ephemeral -- $(BIN)/sqlfluff lint models macros analyses tests/dbt
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.server_overhead
+
+stack-up: $(STAMP)
+	$(BIN)/eventhouse stack up
+stack-down: $(STAMP)
+	$(BIN)/eventhouse stack down
+stack-status: $(STAMP)
+	$(BIN)/eventhouse stack status
+
+clean:
+	-$(BIN)/eventhouse stack down
+	rm -rf target logs .eventhouse .pytest_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""The `eventhouse` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from eventhouse.config import DEFAULT_DATABASE, REPO_ROOT, load_settings, stack_env
+
+
+def _add_stack_options(parser: argparse.ArgumentParser) -> None:
+    settings = load_settings()
+    parser.add_argument("--home", type=Path, default=settings.home, help="data, pidfiles and logs (EVENTHOUSE_HOME)")
+    parser.add_argument(
+        "--clickhouse-port",
+        type=int,
+        default=settings.clickhouse.port,
+        help="ClickHouse HTTP port (default %(default)s)",
+    )
+    parser.add_argument("--kafka-port", type=int, default=settings.kafka.port, help="Kafka port (default %(default)s)")
+
+
+def _stack(args: argparse.Namespace):
+    from stack.lifecycle import EmbeddedStack
+
+    return EmbeddedStack(args.home, args.clickhouse_port, args.kafka_port, load_settings().clickhouse.database)
+
+
+def cmd_stack_up(args: argparse.Namespace) -> int:
+    stack = _stack(args)
+    print(f"Starting the embedded stack in {stack.layout.home} ...", flush=True)
+    state = stack.up()
+    print(f"ClickHouse  http://127.0.0.1:{state.clickhouse_port}  (data: {stack.layout.clickhouse_data})")
+    print(f"Kafka       127.0.0.1:{state.kafka_port}  (in memory; cluster id {state.kafka_cluster_id})")
+    print(f"Logs        {stack.layout.log_dir}")
+    print("Stop it with: eventhouse stack down")
+    return 0
+
+
+def cmd_stack_down(args: argparse.Namespace) -> int:
+    stopped = _stack(args).down()
+    print("Stopped: " + ", ".join(stopped) if stopped else "Nothing was running.")
+    return 0
+
+
+def cmd_stack_status(args: argparse.Namespace) -> int:
+    status = _stack(args).status()
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(f"home: {status['home']}")
+        for key in ("clickhouse", "kafka"):
+            info = status[key]
+            print(f"{key:<11} {info['state']:<22} port={info['port']} pid={info['pid']} log={info['log']}")
+    ready = all(status[key]["state"] == "ready" for key in ("clickhouse", "kafka"))
+    return 0 if ready else 3
+
+
+def cmd_stack_clickhouse(args: argparse.Namespace) -> int:
+    """Foreground ClickHouse HTTP server (what `stack up` runs in the background)."""
+    from stack.chdb_engine import DataDirectoryInUse
+    from stack.clickhouse_server import PortInUse, ServerOptions, serve
+
+    settings = load_settings()
+    options = ServerOptions(
+        data_dir=(args.home / "clickhouse").resolve(),
+        port=args.clickhouse_port,
+        user=settings.clickhouse.user,
+        password=settings.clickhouse.password,
+        ensure_databases=(args.database,),
+    )
+    try:
+        serve(options)
+    except (DataDirectoryInUse, PortInUse) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_stack_kafka(args: argparse.Namespace) -> int:
+    """Foreground Tansu broker."""
+    from stack.kafka_broker import broker_argv
+
+    argv = broker_argv(args.kafka_port, args.cluster_id)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+def cmd_stack_run(args: argparse.Namespace) -> int:
+    """Run a command with EVENTHOUSE_* pointing at an embedded stack."""
+    from stack.lifecycle import EmbeddedStack
+    from stack.processes import free_port
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        print("error: give a command after --, e.g. eventhouse stack run -- dbt build", file=sys.stderr)
+        return 2
+    temp_home = None
+    if args.ephemeral:
+        temp_home = Path(tempfile.mkdtemp(prefix="eventhouse-"))
+        stack = EmbeddedStack(temp_home, free_port(), free_port(), load_settings().clickhouse.database)
+    else:
+        stack = _stack(args)
+    try:
+        state = stack.up()
+        env = dict(os.environ)
+        env.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
+        env.setdefault("DBT_PROFILES_DIR", str(REPO_ROOT))
+        return subprocess.call(command, env=env)
+    finally:
+        if temp_home is not None:
+            stack.down()
+            shutil.rmtree(temp_home, ignore_errors=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from eventhouse.demo import run_demo
+
+    return run_demo(_stack(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eventhouse", description="eventhouse: a dbt-centered event warehouse")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="the embedded ClickHouse and Kafka").add_subparsers(
+        dest="action", required=True
+    )
+    up = stack.add_parser("up", help="start both services in the background (idempotent)")
+    _add_stack_options(up)
+    up.set_defaults(func=cmd_stack_up)
+    down = stack.add_parser("down", help="stop both services cleanly")
+    _add_stack_options(down)
+    down.set_defaults(func=cmd_stack_down)
+    status = stack.add_parser("status", help="show pids, ports and readiness (exit 3 when not ready)")
+    _add_stack_options(status)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_stack_status)
+    clickhouse = stack.add_parser("clickhouse", help="run the ClickHouse HTTP server in the foreground")
+    _add_stack_options(clickhouse)
+    clickhouse.add_argument("--database", default=DEFAULT_DATABASE, help="database created at start")
+    clickhouse.set_defaults(func=cmd_stack_clickhouse)
+    kafka = stack.add_parser("kafka", help="run the Tansu broker in the foreground")
+    _add_stack_options(kafka)
+    kafka.add_argument("--cluster-id", default="eventhouse")
+    kafka.set_defaults(func=cmd_stack_kafka)
+    run = stack.add_parser("run", help="run a command against the stack: eventhouse stack run [--ephemeral] -- CMD")
+    _add_stack_options(run)
+    run.add_argument("--ephemeral", action="store_true", help="a throwaway stack on free ports in a temporary home")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    run.set_defaults(func=cmd_stack_run)
+
+    demo = sub.add_parser("demo", help="start the stack and run the main job end to end")
+    _add_stack_options(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eventhouse.config import ConfigError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from stack.processes import ServiceError
+
+    try:
+        return int(args.func(args) or 0)
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

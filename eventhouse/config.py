@@ -1,0 +1,157 @@
+"""One place that reads eventhouse's configuration from the environment.
+
+Every component (the loader, dbt through profiles.yml, Dagster, the CLI) reads the
+same variables, and the defaults point at the embedded stack. Pointing eventhouse at
+a real ClickHouse and Kafka cluster is a matter of setting these variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULT_CLICKHOUSE_PORT = 18123
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_DATABASE = "eventhouse"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A configuration variable holds a value eventhouse cannot use."""
+
+
+def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use one of 1/0, true/false, yes/no, on/off")
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def eventhouse_home(env: Mapping[str, str] | None = None) -> Path:
+    """Where the embedded stack keeps its data, pidfiles and logs."""
+    env = os.environ if env is None else env
+    raw = env.get("EVENTHOUSE_HOME")
+    return Path(raw).expanduser().resolve() if raw else REPO_ROOT / ".eventhouse"
+
+
+@dataclass(frozen=True)
+class ClickHouseConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_CLICKHOUSE_PORT
+    user: str = "default"
+    password: str = ""
+    database: str = DEFAULT_DATABASE
+    secure: bool = False
+
+    @property
+    def is_embedded_default(self) -> bool:
+        """True when this points at a server eventhouse itself can start on this machine."""
+        return self.host in {"127.0.0.1", "localhost", "::1"} and not self.secure
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for clickhouse_connect.get_client."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "username": self.user,
+            "password": self.password,
+            "database": self.database,
+            "secure": self.secure,
+            "interface": "https" if self.secure else "http",
+        }
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+
+    @property
+    def port(self) -> int:
+        first = self.bootstrap.split(",")[0]
+        return int(first.rsplit(":", 1)[1])
+
+    def client_kwargs(self) -> dict[str, object]:
+        """Keyword arguments shared by kafka-python producers, consumers and admin clients."""
+        kwargs: dict[str, object] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kwargs["sasl_mechanism"] = self.sasl_mechanism
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        if self.ssl_cafile:
+            kwargs["ssl_cafile"] = self.ssl_cafile
+        return kwargs
+
+
+@dataclass(frozen=True)
+class Settings:
+    clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    home: Path = field(default_factory=eventhouse_home)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read every EVENTHOUSE_* variable, falling back to the embedded-stack defaults."""
+    env = os.environ if env is None else env
+    secure = _env_bool(env, "EVENTHOUSE_CLICKHOUSE_SECURE", False)
+    clickhouse = ClickHouseConfig(
+        host=env.get("EVENTHOUSE_CLICKHOUSE_HOST", "127.0.0.1"),
+        port=_env_int(env, "EVENTHOUSE_CLICKHOUSE_PORT", 8443 if secure else DEFAULT_CLICKHOUSE_PORT),
+        user=env.get("EVENTHOUSE_CLICKHOUSE_USER", "default"),
+        password=env.get("EVENTHOUSE_CLICKHOUSE_PASSWORD", ""),
+        database=env.get("EVENTHOUSE_CLICKHOUSE_DATABASE", DEFAULT_DATABASE),
+        secure=secure,
+    )
+    bootstrap = env.get("EVENTHOUSE_KAFKA_BOOTSTRAP", f"127.0.0.1:{DEFAULT_KAFKA_PORT}")
+    for server in bootstrap.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ConfigError(f"EVENTHOUSE_KAFKA_BOOTSTRAP={bootstrap!r}: {server!r} is not host:port")
+    kafka = KafkaConfig(
+        bootstrap=bootstrap,
+        security_protocol=env.get("EVENTHOUSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        sasl_mechanism=env.get("EVENTHOUSE_KAFKA_SASL_MECHANISM") or None,
+        sasl_username=env.get("EVENTHOUSE_KAFKA_SASL_USERNAME") or None,
+        sasl_password=env.get("EVENTHOUSE_KAFKA_SASL_PASSWORD") or None,
+        ssl_cafile=env.get("EVENTHOUSE_KAFKA_SSL_CAFILE") or None,
+    )
+    return Settings(clickhouse=clickhouse, kafka=kafka, home=eventhouse_home(env))
+
+
+def stack_env(clickhouse_port: int, kafka_port: int, home: Path) -> dict[str, str]:
+    """The variables that point every component at an embedded stack on these ports."""
+    return {
+        "EVENTHOUSE_HOME": str(home),
+        "EVENTHOUSE_CLICKHOUSE_HOST": "127.0.0.1",
+        "EVENTHOUSE_CLICKHOUSE_PORT": str(clickhouse_port),
+        "EVENTHOUSE_CLICKHOUSE_SECURE": "false",
+        "EVENTHOUSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+    }

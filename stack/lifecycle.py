@@ -1,0 +1,218 @@
+"""`eventhouse stack up|down|status`: the embedded ClickHouse and Kafka as background services.
+
+Layout under $EVENTHOUSE_HOME (default `.eventhouse/` in the repository):
+
+    clickhouse/          chDB data directory (owned by the ClickHouse HTTP server process)
+    run/*.pid            pidfiles
+    logs/*.log           service logs
+    stack.json           ports and cluster id of the running stack
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import socket
+import struct
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from stack.kafka_broker import broker_argv
+from stack.processes import Service, ServiceError, port_is_free
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StackLayout:
+    home: Path
+
+    @property
+    def clickhouse_data(self) -> Path:
+        return self.home / "clickhouse"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+
+@dataclass
+class StackState:
+    clickhouse_port: int
+    kafka_port: int
+    kafka_cluster_id: str
+    started_at: float
+
+
+def clickhouse_ready(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=1.0) as response:
+            return response.status == 200 and response.read().strip() == b"Ok."
+    except OSError:
+        return False
+
+
+def kafka_ready(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """True when the broker answers a Kafka Metadata request (v0, all topics).
+
+    A raw request with a socket timeout: kafka-python's clients retry a missing
+    broker for a long time, which is wrong for a readiness probe.
+    """
+    client_id = b"eventhouse-readiness"
+    correlation_id = 0x5EED
+    body = struct.pack(">hhih", 3, 0, correlation_id, len(client_id)) + client_id + struct.pack(">i", 0)
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            header = b""
+            while len(header) < 8:
+                chunk = sock.recv(8 - len(header))
+                if not chunk:
+                    return False
+                header += chunk
+    except OSError:
+        return False
+    size, answered_id = struct.unpack(">ii", header)
+    return size >= 4 and answered_id == correlation_id
+
+
+class EmbeddedStack:
+    """The two embedded services for one EVENTHOUSE_HOME."""
+
+    def __init__(self, home: Path, clickhouse_port: int = 18123, kafka_port: int = 19092, database: str = "eventhouse"):
+        self.layout = StackLayout(home.resolve())
+        self.clickhouse_port = clickhouse_port
+        self.kafka_port = kafka_port
+        self.database = database
+
+    def _clickhouse(self, port: int) -> Service:
+        layout = self.layout
+        return Service(
+            name="ClickHouse (chDB HTTP server)",
+            argv=[
+                sys.executable,
+                "-m",
+                "eventhouse.cli",
+                "stack",
+                "clickhouse",
+                "--home",
+                str(layout.home),
+                "--clickhouse-port",
+                str(port),
+                "--database",
+                self.database,
+            ],
+            pidfile=layout.run_dir / "clickhouse.pid",
+            logfile=layout.log_dir / "clickhouse.log",
+            ready=lambda: clickhouse_ready(port),
+        )
+
+    def _kafka(self, port: int, cluster_id: str) -> Service:
+        layout = self.layout
+        return Service(
+            name="Kafka (Tansu broker)",
+            argv=broker_argv(port, cluster_id),
+            pidfile=layout.run_dir / "kafka.pid",
+            logfile=layout.log_dir / "kafka.log",
+            ready=lambda: kafka_ready(port),
+        )
+
+    def read_state(self) -> StackState | None:
+        try:
+            return StackState(**json.loads(self.layout.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def services(self) -> tuple[Service, Service]:
+        state = self.read_state()
+        ch_port = state.clickhouse_port if state else self.clickhouse_port
+        kafka_port = state.kafka_port if state else self.kafka_port
+        cluster = state.kafka_cluster_id if state else ""
+        return self._clickhouse(ch_port), self._kafka(kafka_port, cluster)
+
+    def up(self, timeout: float = 90.0) -> StackState:
+        """Start whatever is not running yet; idempotent."""
+        layout = self.layout
+        for path in (layout.clickhouse_data, layout.run_dir, layout.log_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        state = self.read_state()
+        clickhouse_running, kafka_running = (s.running_pid() is not None for s in self.services())
+        if state and (clickhouse_running or kafka_running):
+            if (state.clickhouse_port, state.kafka_port) != (self.clickhouse_port, self.kafka_port):
+                raise ServiceError(
+                    f"The stack in {layout.home} is already running on ClickHouse port {state.clickhouse_port} "
+                    f"and Kafka port {state.kafka_port}; stop it first (`eventhouse stack down`) to change ports."
+                )
+        else:
+            state = StackState(
+                clickhouse_port=self.clickhouse_port,
+                kafka_port=self.kafka_port,
+                kafka_cluster_id=f"eventhouse-{secrets.token_hex(6)}",
+                started_at=time.time(),
+            )
+        checks = []
+        if not clickhouse_running:
+            checks.append(("ClickHouse", state.clickhouse_port, "--clickhouse-port"))
+        if not kafka_running:
+            checks.append(("Kafka", state.kafka_port, "--kafka-port"))
+        for name, port, flag in checks:
+            if not port_is_free("127.0.0.1", port):
+                raise ServiceError(
+                    f"Cannot start the embedded {name}: port {port} on 127.0.0.1 is already in use by another "
+                    f"process. Free it or choose another port ({flag})."
+                )
+        if not kafka_running:
+            # A fresh broker is a new cluster: consumers can tell its offsets from the last one's.
+            state.kafka_cluster_id = f"eventhouse-{secrets.token_hex(6)}"
+            state.started_at = time.time()
+        layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        clickhouse = self._clickhouse(state.clickhouse_port)
+        kafka = self._kafka(state.kafka_port, state.kafka_cluster_id)
+        if not clickhouse_running:
+            clickhouse.start(timeout=timeout)
+        if not kafka_running:
+            try:
+                kafka.start(timeout=timeout)
+            except ServiceError:
+                if not clickhouse_running:
+                    clickhouse.stop()
+                raise
+        return state
+
+    def down(self) -> list[str]:
+        """Stop both services (ClickHouse shuts down cleanly on SIGTERM); returns what was stopped."""
+        stopped = [service.name for service in self.services() if service.stop()]
+        self.layout.state_file.unlink(missing_ok=True)
+        return stopped
+
+    def status(self) -> dict[str, object]:
+        state = self.read_state()
+        clickhouse, kafka = self.services()
+        result: dict[str, object] = {"home": str(self.layout.home)}
+        for key, service, ready in (
+            ("clickhouse", clickhouse, lambda: state is not None and clickhouse_ready(state.clickhouse_port)),
+            ("kafka", kafka, lambda: state is not None and kafka_ready(state.kafka_port)),
+        ):
+            pid = service.running_pid()
+            result[key] = {
+                "pid": pid,
+                "port": getattr(state, f"{key}_port", None),
+                "state": "ready" if pid and ready() else ("starting or unhealthy" if pid else "stopped"),
+                "log": str(service.logfile),
+            }
+        if state:
+            result["kafka_cluster_id"] = state.kafka_cluster_id
+        return result

@@ -1,0 +1,86 @@
+"""dbt debug and dbt build against the embedded server, in a database of the test's own."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from eventhouse.config import REPO_ROOT
+from eventhouse.demo import dbt_executable
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def dbt_env(embedded_stack, tmp_path):
+    database = f"dbt_{uuid.uuid4().hex[:8]}"
+    env = embedded_stack.env
+    env["EVENTHOUSE_CLICKHOUSE_DATABASE"] = database
+    yield env, database, tmp_path
+    embedded_stack.client().command(f"DROP DATABASE IF EXISTS {database}")
+
+
+def _dbt(args: list[str], env: dict, target_path) -> subprocess.CompletedProcess:
+    env = {**env, "DBT_TARGET_PATH": str(target_path), "DBT_LOG_PATH": str(target_path / "logs")}
+    return subprocess.run(
+        [dbt_executable(), *args, "--project-dir", str(REPO_ROOT), "--profiles-dir", str(REPO_ROOT)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+        timeout=600,
+    )
+
+
+def test_dbt_debug_connects(dbt_env):
+    env, _, target = dbt_env
+    result = _dbt(["debug"], env, target)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "All checks passed!" in result.stdout
+
+
+def test_dbt_build_creates_and_tests_the_first_chain(embedded_stack, dbt_env):
+    env, database, target = dbt_env
+    result = _dbt(["build"], env, target)
+    assert result.returncode == 0, result.stdout[-5000:]
+    run_results = json.loads((target / "run_results.json").read_text())["results"]
+    statuses = {r["unique_id"]: r["status"] for r in run_results}
+    assert statuses["seed.eventhouse.game_stages"] == "success"
+    assert statuses["model.eventhouse.stg_game_catalog__stages"] == "success"
+    assert statuses["model.eventhouse.dim_stages"] == "success"
+    tests = [s for uid, s in statuses.items() if uid.startswith("test.")]
+    assert len(tests) >= 10 and set(tests) == {"pass"}
+
+    client = embedded_stack.client(database=database)
+    engines = dict(
+        client.query(
+            "SELECT name, engine FROM system.tables WHERE database = {db:String}", parameters={"db": database}
+        ).result_rows
+    )
+    assert engines["stg_game_catalog__stages"] == "View"
+    assert engines["dim_stages"] == "MergeTree"
+    assert client.command("SELECT count(), countIf(is_chapter_finale), max(max_score) FROM dim_stages") == [
+        "50",
+        "5",
+        "3900",
+    ]
+
+    # A second build replaces the tables in place and gives the same result.
+    again = _dbt(["build"], env, target)
+    assert again.returncode == 0, again.stdout[-5000:]
+    assert client.command("SELECT count() FROM dim_stages") == 50
+
+
+def test_failing_dbt_test_fails_the_build(embedded_stack, dbt_env):
+    env, database, target = dbt_env
+    assert _dbt(["build"], env, target).returncode == 0
+    client = embedded_stack.client(database=database)
+    # Break the data under the staging view: a duplicated stage must trip the unique test.
+    client.command("INSERT INTO game_stages VALUES (1, 1, 4, 7, 1000)")
+    result = _dbt(["test", "--select", "stg_game_catalog__stages"], env, target)
+    assert result.returncode == 1
+    assert "unique_stg_game_catalog__stages_stage_key" in result.stdout
+    assert "FAIL 1" in result.stdout

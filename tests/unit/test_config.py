@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eventhouse.config import REPO_ROOT, ConfigError, load_settings, stack_env
+
+
+def test_defaults_point_at_the_embedded_stack():
+    settings = load_settings({})
+    assert settings.clickhouse.host == "127.0.0.1" and settings.clickhouse.port == 18123
+    assert settings.clickhouse.database == "eventhouse" and settings.clickhouse.secure is False
+    assert settings.kafka.bootstrap == "127.0.0.1:19092" and settings.kafka.port == 19092
+    assert settings.home == REPO_ROOT / ".eventhouse"
+    assert settings.clickhouse.client_kwargs()["interface"] == "http"
+
+
+def test_a_real_cluster_is_configuration_only(tmp_path: Path):
+    settings = load_settings(
+        {
+            "EVENTHOUSE_CLICKHOUSE_HOST": "ch.example.com",
+            "EVENTHOUSE_CLICKHOUSE_SECURE": "true",
+            "EVENTHOUSE_CLICKHOUSE_USER": "loader",
+            "EVENTHOUSE_CLICKHOUSE_PASSWORD": "secret",
+            "EVENTHOUSE_KAFKA_BOOTSTRAP": "k1:9093,k2:9093",
+            "EVENTHOUSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "EVENTHOUSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "EVENTHOUSE_KAFKA_SASL_USERNAME": "u",
+            "EVENTHOUSE_KAFKA_SASL_PASSWORD": "p",
+            "EVENTHOUSE_HOME": str(tmp_path),
+        }
+    )
+    assert settings.clickhouse.port == 8443 and settings.clickhouse.client_kwargs()["interface"] == "https"
+    assert not settings.clickhouse.is_embedded_default
+    kafka = settings.kafka.client_kwargs()
+    assert kafka["bootstrap_servers"] == ["k1:9093", "k2:9093"]
+    assert kafka["sasl_mechanism"] == "SCRAM-SHA-512" and kafka["security_protocol"] == "SASL_SSL"
+    assert settings.home == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EVENTHOUSE_CLICKHOUSE_PORT": "http"}, "EVENTHOUSE_CLICKHOUSE_PORT='http' is not an integer"),
+        ({"EVENTHOUSE_CLICKHOUSE_SECURE": "maybe"}, "EVENTHOUSE_CLICKHOUSE_SECURE='maybe' is not a boolean"),
+        ({"EVENTHOUSE_KAFKA_BOOTSTRAP": "localhost"}, "'localhost' is not host:port"),
+    ],
+)
+def test_bad_values_are_named(env, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_settings(env)
+
+
+def test_stack_env_round_trips(tmp_path: Path):
+    settings = load_settings(stack_env(1234, 5678, tmp_path))
+    assert (settings.clickhouse.port, settings.kafka.port, settings.home) == (1234, 5678, tmp_path)
