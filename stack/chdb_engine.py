@@ -151,7 +151,7 @@ class ChdbEngine:
 
     def close_handle(self, handle: Any) -> None:
         with self._handles_lock:
-            self.close_handle(handle)
+            handle.close()
 
     @contextmanager
     def pooled(self) -> Iterator[Session]:
