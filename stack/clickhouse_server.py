@@ -20,6 +20,7 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -72,6 +73,9 @@ class ServerOptions:
     password: str = ""
     default_database: str = "default"
     ensure_databases: tuple[str, ...] = ()
+    # The embedded server runs in UTC whatever the machine's zone, so DateTime values
+    # mean the same on every laptop and in CI.
+    timezone: str = "UTC"
 
 
 @dataclass
@@ -138,6 +142,7 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
     def __init__(self, options: ServerOptions, engine: ChdbEngine):
         self.options = options
         self.engine = engine
+        self.timezone = options.timezone
         self.in_flight = 0
         self.in_flight_lock = threading.Condition()
         try:
@@ -590,7 +595,7 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
     def _common_headers(self, query_id: str, stats: RequestStats, result_format: str | None) -> None:
         self.send_header("X-ClickHouse-Query-Id", query_id)
         self.send_header("X-ClickHouse-Server-Display-Name", SERVER_NAME)
-        self.send_header("X-ClickHouse-Timezone", "UTC")
+        self.send_header("X-ClickHouse-Timezone", self.server.timezone)
         self.send_header("X-ClickHouse-Summary", stats.header())
         if result_format:
             self.send_header("X-ClickHouse-Format", result_format)
@@ -642,12 +647,15 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
 
 def serve(options: ServerOptions, ready: threading.Event | None = None) -> None:
     """Run the server in the foreground until SIGTERM or SIGINT, then shut down cleanly."""
+    os.environ["TZ"] = options.timezone
+    time.tzset()
     engine = ChdbEngine(options.data_dir)
     engine.open()
     try:
         for database in (options.default_database, *options.ensure_databases):
             engine.query(f"CREATE DATABASE IF NOT EXISTS `{database}`")
         server = ClickHouseHTTPServer(options, engine)
+        server.timezone = engine.query("SELECT timezone()").decode().strip()
     except BaseException:
         engine.close()
         raise
