@@ -126,6 +126,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_stack(args))
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from ingestion.loader import Loader, LoaderConfig
+
+    settings = load_settings()
+    config = LoaderConfig(
+        domains=tuple(args.domains),
+        group_id=args.group_id,
+        raw_database=args.raw_database,
+        batch_rows=args.batch_rows,
+        batch_bytes=args.batch_bytes,
+        batch_seconds=args.batch_seconds,
+        until_caught_up=args.until_caught_up,
+        max_seconds=args.max_seconds,
+        session_timeout_ms=args.session_timeout_ms,
+        ttl_days=args.ttl_days,
+    )
+    stats = Loader(settings, config).run()
+    print(json.dumps(stats.summary(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventhouse", description="eventhouse: a dbt-centered event warehouse")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -157,6 +178,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ephemeral", action="store_true", help="a throwaway stack on free ports in a temporary home")
     run.add_argument("command", nargs=argparse.REMAINDER)
     run.set_defaults(func=cmd_stack_run)
+
+    from ingestion.topics import DOMAINS
+
+    load = sub.add_parser("load", help="load events from Kafka into ClickHouse raw tables")
+    load.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
+    load.add_argument("--group-id", default="eventhouse-loader")
+    load.add_argument("--raw-database", default=os.environ.get("EVENTHOUSE_RAW_DATABASE", "eventhouse_raw"))
+    load.add_argument("--batch-rows", type=int, default=5000, help="flush after this many messages")
+    load.add_argument("--batch-bytes", type=int, default=1_000_000, help="flush after this many bytes")
+    load.add_argument("--batch-seconds", type=float, default=1.5, help="flush a batch this old")
+    load.add_argument("--until-caught-up", action="store_true", help="stop when every partition reached its highwater")
+    load.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    load.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=int(os.environ.get("EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS", "6000")),
+        help="consumer group session timeout (6000 suits the embedded broker; use Kafka's default in production)",
+    )
+    load.add_argument("--ttl-days", type=int, default=None, help="retention TTL on new raw tables (off by default)")
+    load.set_defaults(func=cmd_load)
 
     demo = sub.add_parser("demo", help="start the stack and run the main job end to end")
     _add_stack_options(demo)

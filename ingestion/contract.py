@@ -1,0 +1,309 @@
+"""The event envelope every producer publishes, and the registry of event types.
+
+One JSON object per Kafka message:
+
+    {"schema_version": 1, "event_type": "game.stage_clear", "event_id": "...",
+     "user_id": "u42", "session_id": "s9", "source": {"service": "game-api", "host": "web-1"},
+     "ts": "2024-04-01T12:00:00.123Z", "ingested_at": null, "sequence": 17,
+     "payload": {"chapter": 1, "stage": 3, "mode": "story", "clear_time_ms": 5400, "score": 1180},
+     "dedupe_key": "game.stage_clear:u42:17"}
+
+The registry declares each event type's required and optional payload fields. Adding an
+optional field is a compatible change; payload fields nobody declared are kept as they are.
+Validation is hand-written rather than a schema library's: it runs once per event on the
+loader's hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 256 * 1024  # larger messages are dead-lettered, not loaded
+
+# Field kinds and the Python types that satisfy them (bool is not an int here).
+_KINDS: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "int": (int,),
+    "number": (int, float),
+    "bool": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+class ContractError(ValueError):
+    """A message that breaks the contract; `reason` says how (it goes to the dead-letter table)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    domain: str
+    version: int
+    required: dict[str, str]
+    optional: dict[str, str] = field(default_factory=dict)
+    # Envelope fields this type must carry (clickstream events are anonymous but in a session).
+    needs_user: bool = True
+    needs_session: bool = False
+
+    def check_payload(self, payload: dict[str, Any]) -> None:
+        for name, kind in self.required.items():
+            if name not in payload or payload[name] is None:
+                raise ContractError(f"{self.name}: payload field '{name}' is required")
+            _check_kind(self.name, name, payload[name], kind)
+        for name, kind in self.optional.items():
+            value = payload.get(name)
+            if value is not None:
+                _check_kind(self.name, name, value, kind)
+
+
+def _check_kind(event_type: str, name: str, value: Any, kind: str) -> None:
+    if isinstance(value, bool) and kind not in ("bool",):
+        raise ContractError(f"{event_type}: payload field '{name}' must be {kind}, got bool")
+    if not isinstance(value, _KINDS[kind]):
+        raise ContractError(f"{event_type}: payload field '{name}' must be {kind}, got {type(value).__name__}")
+
+
+def _types(*specs: EventType) -> dict[str, EventType]:
+    return {spec.name: spec for spec in specs}
+
+
+_STAGE = {"chapter": "int", "stage": "int", "mode": "string"}
+
+REGISTRY: dict[str, EventType] = _types(
+    # clickstream (YOOCHOOSE layout): anonymous users, always in a session
+    EventType(
+        "clickstream.click",
+        "clickstream",
+        1,
+        {"item_id": "int"},
+        {"category": "string"},
+        needs_user=False,
+        needs_session=True,
+    ),
+    EventType(
+        "clickstream.purchase",
+        "clickstream",
+        1,
+        {"item_id": "int", "price": "number", "quantity": "int"},
+        needs_user=False,
+        needs_session=True,
+    ),
+    # the wire-connecting puzzle game
+    EventType("game.session_start", "game", 1, {}, {"platform": "string", "app_version": "string"}, needs_session=True),
+    EventType("game.session_end", "game", 1, {"duration_ms": "int"}, needs_session=True),
+    EventType("game.stage_start", "game", 1, dict(_STAGE), needs_session=True),
+    EventType(
+        "game.stage_clear",
+        "game",
+        1,
+        {**_STAGE, "clear_time_ms": "int", "score": "int"},
+        {"moves": "int", "wildcards_used": "int"},
+        needs_session=True,
+    ),
+    EventType(
+        "game.stage_fail", "game", 1, dict(_STAGE), {"reason": "string", "elapsed_ms": "int"}, needs_session=True
+    ),
+    EventType("game.item_use", "game", 1, {"item": "string", "action": "string"}, {"cost_gold": "int"}, True, True),
+    EventType("game.navigation", "game", 1, {"from_screen": "string", "to_screen": "string"}, needs_session=True),
+    EventType("game.heartbeat", "game", 1, {}, {"screen": "string"}, needs_session=True),
+    # the game economy (reference spec 3)
+    EventType("auth.signup", "economy", 1, {}, {"country": "string", "platform": "string", "persona": "string"}),
+    EventType("auth.login", "economy", 1, {}, {"platform": "string"}),
+    EventType("auth.logout", "economy", 1, {}),
+    EventType(
+        "event.progress", "economy", 1, {"live_event_id": "string", "progress_version": "int", "progress": "int"}
+    ),
+    EventType(
+        "event.claim", "economy", 1, {"live_event_id": "string", "progress_version": "int"}, {"reward_gold": "int"}
+    ),
+    EventType("mission.progress", "economy", 1, {"mission_id": "string", "progress_version": "int", "progress": "int"}),
+    EventType(
+        "mission.claim", "economy", 1, {"mission_id": "string", "progress_version": "int"}, {"reward_gold": "int"}
+    ),
+    EventType("reward.granted", "economy", 1, {"delta_gold": "int", "balance": "int"}, {"reason": "string"}),
+    EventType(
+        "shop.purchase",
+        "economy",
+        1,
+        {"tx_id": "string", "status": "string", "product_id": "string", "amount_gold": "int", "price_cents": "int"},
+    ),
+    EventType("game.session", "economy", 1, {"action": "string"}, {"duration_ms": "int"}, needs_session=True),
+    # commerce orders (outbox pattern, reference spec 4)
+    EventType(
+        "order.created",
+        "orders",
+        1,
+        {"order_id": "string", "status": "string", "version": "int", "amount_cents": "int"},
+        {"items": "array", "product_ids": "array"},
+    ),
+    EventType(
+        "order.status_changed",
+        "orders",
+        1,
+        {"order_id": "string", "status": "string", "version": "int"},
+        {"amount_cents": "int", "previous_status": "string"},
+    ),
+    EventType(
+        "order.deleted",
+        "orders",
+        1,
+        {"order_id": "string", "version": "int", "deleted_by": "string"},
+        {"deleted_at": "string"},
+    ),
+)
+
+ORDER_STATUSES = (
+    "PENDING",
+    "CONFIRMED",
+    "PROCESSING",
+    "SHIPPED",
+    "DELIVERED",
+    "CANCELLED",
+    "REFUNDED",
+    "FAILED",
+    "COMPLETED",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    schema_version: int
+    event_type: str
+    domain: str
+    event_id: str
+    user_id: str | None
+    session_id: str | None
+    source_service: str
+    source_host: str
+    ts: datetime
+    ingested_at: datetime | None
+    sequence: int | None
+    payload: dict[str, Any]
+    dedupe_key: str
+
+
+def format_ts(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds, the envelope's timestamp format."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def parse_ts(value: Any, field_name: str = "ts") -> datetime:
+    if not isinstance(value, str):
+        raise ContractError(f"'{field_name}' must be an ISO 8601 string, got {type(value).__name__}")
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ContractError(f"'{field_name}' is not an ISO 8601 timestamp: {value!r}") from None
+    if moment.tzinfo is None:
+        raise ContractError(f"'{field_name}' has no timezone (expected UTC, e.g. 2024-04-01T12:00:00.000Z): {value!r}")
+    moment = moment.astimezone(UTC)
+    if not 1970 <= moment.year <= 2105:  # the range of ClickHouse DateTime64
+        raise ContractError(f"'{field_name}' is out of range: {value!r}")
+    return moment
+
+
+def _optional_str(document: dict[str, Any], name: str) -> str | None:
+    value = document.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise ContractError(f"'{name}' must be a string, got {type(value).__name__}")
+
+
+def validate(raw: bytes) -> Envelope:
+    """Parse one Kafka message value; raise ContractError naming the first problem found."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ContractError(f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
+    try:
+        document = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError(f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ContractError(f"message must be a JSON object, got {type(document).__name__}")
+    event_type = document.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        raise ContractError("'event_type' is required")
+    spec = REGISTRY.get(event_type)
+    if spec is None:
+        raise ContractError(f"unknown event_type {event_type!r}")
+    version = document.get("schema_version", SCHEMA_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SCHEMA_VERSION:
+        raise ContractError(f"unsupported schema_version {version!r} (this loader reads 1..{SCHEMA_VERSION})")
+    event_id = document.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise ContractError("'event_id' is required and must be a non-empty string")
+    user_id = _optional_str(document, "user_id")
+    session_id = _optional_str(document, "session_id")
+    if spec.needs_user and not user_id:
+        raise ContractError(f"{event_type}: 'user_id' is required")
+    if spec.needs_session and not session_id:
+        raise ContractError(f"{event_type}: 'session_id' is required")
+    payload = document.get("payload")
+    if not isinstance(payload, dict):
+        raise ContractError("'payload' is required and must be a JSON object")
+    spec.check_payload(payload)
+    source = document.get("source") or {}
+    if not isinstance(source, dict):
+        raise ContractError("'source' must be an object {service, host}")
+    sequence = document.get("sequence")
+    if sequence is not None and (not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0):
+        raise ContractError("'sequence' must be a non-negative integer")
+    ingested_at = document.get("ingested_at")
+    return Envelope(
+        schema_version=version,
+        event_type=event_type,
+        domain=spec.domain,
+        event_id=event_id,
+        user_id=user_id,
+        session_id=session_id,
+        source_service=str(source.get("service") or ""),
+        source_host=str(source.get("host") or ""),
+        ts=parse_ts(document.get("ts")),
+        ingested_at=parse_ts(ingested_at, "ingested_at") if ingested_at is not None else None,
+        sequence=sequence,
+        payload=payload,
+        dedupe_key=str(document.get("dedupe_key") or event_id),
+    )
+
+
+def make_event(
+    event_type: str,
+    event_id: str,
+    ts: datetime,
+    payload: dict[str, Any],
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    service: str = "eventhouse-producer",
+    host: str = "local",
+    sequence: int | None = None,
+    dedupe_key: str | None = None,
+) -> dict[str, Any]:
+    """An envelope as producers publish it (the loader sets ingested_at when it is absent)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_type": event_type,
+        "event_id": event_id,
+        "user_id": user_id,
+        "session_id": session_id,
+        "source": {"service": service, "host": host},
+        "ts": format_ts(ts),
+        "ingested_at": None,
+        "sequence": sequence,
+        "payload": payload,
+        "dedupe_key": dedupe_key or event_id,
+    }

@@ -1,0 +1,653 @@
+"""The Kafka -> ClickHouse loader: batches, a dead-letter path, and an exactly-once effect.
+
+How nothing is lost or counted twice:
+
+1. Messages are validated one by one; a bad one becomes a dead letter (to `<topic>.dlq` and
+   the `dead_letters` table, with the reason) and never stops its neighbours.
+2. A batch is flushed per partition as a contiguous offset range [first, last]. Before its
+   inserts the loader records a `started` row in `ingest_batches`; each insert carries
+   `insert_deduplication_token = topic:partition:first-last@topic_id`; after them a `done` row.
+3. Only then are the Kafka offsets committed. A crash anywhere before that leaves the
+   committed offset behind ClickHouse's `done` rows, so on assignment the loader resumes
+   after the last `done` range, and redoes an unfinished `started` range with exactly the
+   same boundaries and tokens, so ClickHouse drops whatever part of it had landed.
+4. ClickHouse errors are retried with backoff; nothing is committed or dropped meanwhile.
+
+Resume positions are keyed by Kafka cluster id and topic id: the embedded broker keeps data
+in memory, so after it restarts its offsets start again at 0 under a new cluster id, and the
+loader neither skips the new data nor takes it for data already loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import statistics
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from kafka import ConsumerRebalanceListener
+
+from eventhouse.config import Settings
+from ingestion.contract import ContractError, validate
+from ingestion.raw_tables import DEAD_LETTER_COLUMNS, RAW_COLUMNS, ensure_tables, raw_table
+from ingestion.topics import DOMAINS, TOPICS_BY_NAME, ensure_topics, topics_for_domains
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoaderConfig:
+    domains: tuple[str, ...] = DOMAINS
+    group_id: str = "eventhouse-loader"
+    raw_database: str = "eventhouse_raw"
+    batch_rows: int = 5000
+    batch_bytes: int = 1_000_000
+    batch_seconds: float = 1.5
+    until_caught_up: bool = False
+    max_seconds: float | None = None
+    session_timeout_ms: int = 6000
+    ttl_days: int | None = None
+    retry_max_sleep: float = 10.0
+    progress_every: float = 5.0
+
+
+@dataclass
+class LoaderStats:
+    rows_loaded: int = 0
+    dead_letters: int = 0
+    duplicates_collapsed: int = 0
+    batches: int = 0
+    messages: int = 0
+    bytes_consumed: int = 0
+    consume_s: float = 0.0
+    parse_s: float = 0.0
+    encode_s: float = 0.0
+    insert_s: float = 0.0
+    insert_latencies_ms: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    retries: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        latencies = sorted(self.insert_latencies_ms)
+
+        def pct(p: float) -> float | None:
+            return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1) if latencies else None
+
+        return {
+            "rows_loaded": self.rows_loaded,
+            "dead_letters": self.dead_letters,
+            "duplicates_collapsed": self.duplicates_collapsed,
+            "messages": self.messages,
+            "batches": self.batches,
+            "rows_per_s": round(self.messages / elapsed, 1),
+            "elapsed_s": round(elapsed, 2),
+            "median_batch_size": statistics.median(self.batch_sizes) if self.batch_sizes else 0,
+            "insert_ms_p50": pct(0.50),
+            "insert_ms_p95": pct(0.95),
+            "time_split_s": {
+                "consume": round(self.consume_s, 3),
+                "parse_validate": round(self.parse_s, 3),
+                "encode": round(self.encode_s, 3),
+                "insert": round(self.insert_s, 3),
+            },
+            "lag": dict(self.lag),
+            "clickhouse_retries": self.retries,
+        }
+
+
+@dataclass
+class _Partition:
+    topic: str
+    partition: int
+    domain: str
+    topic_id: str
+    next_offset: int | None = None
+    first_offset: int | None = None
+    last_offset: int | None = None
+    rows: list[bytes] = field(default_factory=list)
+    dead: list[list[Any]] = field(default_factory=list)
+    dlq_messages: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    nbytes: int = 0
+    opened_at: float = 0.0
+    forced_end: int | None = None  # recovery: this range must end exactly here
+    reset_checked: bool = False
+    max_event_lag_ms: float = 0.0
+
+    @property
+    def has_data(self) -> bool:
+        return self.first_offset is not None
+
+    @property
+    def token(self) -> str:
+        return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}@{self.topic_id}"
+
+    def clear(self) -> None:
+        self.first_offset = self.last_offset = None
+        self.rows, self.dead, self.dlq_messages = [], [], []
+        self.nbytes = 0
+        self.forced_end = None
+        self.max_event_lag_ms = 0.0
+
+
+def _ch_time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+
+
+class ClickHouseUnavailable(RuntimeError):
+    pass
+
+
+class Loader:
+    def __init__(self, settings: Settings, config: LoaderConfig, loader_id: str | None = None):
+        self.settings = settings
+        self.config = config
+        self.loader_id = loader_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.stats = LoaderStats()
+        self.partitions: dict[tuple[str, int], _Partition] = {}
+        self._stop = threading.Event()
+        self._client: Any = None
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._cluster_id = ""
+        self._last_progress = time.monotonic()
+        self._to_resume: list[Any] = []
+
+    # ---- set-up -----------------------------------------------------------------
+
+    def request_stop(self, *_args: Any) -> None:
+        self._stop.set()
+
+    def _clickhouse(self) -> Any:
+        import clickhouse_connect
+
+        kwargs = self.settings.clickhouse.client_kwargs()
+        kwargs["database"] = "default"
+        return clickhouse_connect.get_client(
+            **kwargs, autogenerate_session_id=False, compress=False, query_retries=0, send_receive_timeout=120
+        )
+
+    def _connect(self) -> None:
+        from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+        self._client = self._retrying(self._clickhouse, "connect to ClickHouse")
+        self._retrying(
+            lambda: ensure_tables(self._client, self.config.raw_database, self.config.ttl_days), "create tables"
+        )
+        kafka_kwargs = self.settings.kafka.client_kwargs()
+        specs = topics_for_domains(list(self.config.domains))
+        admin = KafkaAdminClient(**kafka_kwargs, client_id=f"{self.loader_id}-admin")
+        try:
+            ensure_topics(admin, specs)
+        finally:
+            admin.close()
+        self._consumer = KafkaConsumer(
+            **kafka_kwargs,
+            group_id=self.config.group_id,
+            client_id=self.loader_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self.config.batch_rows,
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=max(self.config.session_timeout_ms // 6, 500),
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        self._consumer.subscribe([spec.name for spec in specs], listener=_Rebalance(self))
+        self._producer = KafkaProducer(**kafka_kwargs, acks="all", linger_ms=5, client_id=f"{self.loader_id}-dlq")
+
+    def _retrying(self, action: Any, what: str) -> Any:
+        """Run `action` until it succeeds; ClickHouse being down is a wait, not a failure."""
+        from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except OperationalError as exc:  # connection refused, reset, timeout
+                error = exc
+            except DatabaseError as exc:
+                # Server-side failures that can pass (overload, shutdown); others are bugs to surface.
+                if getattr(exc, "code", None) not in (None, 159, 202, 209, 210, 241, 1000, 1001):
+                    raise
+                error = exc
+            self.stats.retries += 1
+            log.warning("could not %s (%s); retrying in %.1f s", what, str(error).splitlines()[0][:200], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, self.config.retry_max_sleep)
+
+    # ---- assignment and resume -------------------------------------------------
+
+    def on_assigned(self, assigned: list[Any]) -> None:
+        # kafka-python runs this inside its network loop, where blocking calls (committed())
+        # cannot run; the main loop resumes these partitions right after poll returns.
+        self._to_resume.extend(assigned)
+
+    def _resume(self, assigned: list[Any]) -> None:
+        """Seek newly assigned partitions to where ClickHouse says loading stopped."""
+        cluster = self._consumer._client.cluster
+        self._cluster_id = cluster.cluster_id or ""
+        for tp in assigned:
+            topic_id = cluster.topic_id(tp.topic)
+            spec = TOPICS_BY_NAME[tp.topic]
+            self.partitions[(tp.topic, tp.partition)] = _Partition(
+                tp.topic, tp.partition, spec.domain, str(topic_id) if topic_id else ""
+            )
+        history = self._load_history([self.partitions[(tp.topic, tp.partition)] for tp in assigned])
+        for tp in assigned:
+            state = self.partitions[(tp.topic, tp.partition)]
+            done_last, intent = history.get((tp.topic, tp.partition), (None, None))
+            committed = self._consumer.committed(tp)
+            position = committed
+            if done_last is not None and (position is None or done_last + 1 > position):
+                log.info(
+                    "%s[%d]: ClickHouse has offsets up to %d loaded, ahead of the committed offset %s; resuming there",
+                    tp.topic,
+                    tp.partition,
+                    done_last,
+                    committed,
+                )
+                position = done_last + 1
+            if intent is not None and (position is None or intent[0] >= position):
+                position = intent[0]
+                state.forced_end = intent[1]
+                log.info("%s[%d]: redoing unfinished range %d-%d", tp.topic, tp.partition, intent[0], intent[1])
+            if position is not None:
+                self._consumer.seek(tp, position)
+            else:
+                self._consumer.seek_to_beginning(tp)  # nothing committed or loaded: auto_offset_reset=earliest
+            state.next_offset = position
+        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+    def _load_history(self, states: list[_Partition]) -> dict[tuple[str, int], tuple[int | None, tuple | None]]:
+        """Per partition: the last offset of a `done` range, and the earliest unfinished range after it."""
+        database = self.config.raw_database
+        topics = sorted({s.topic for s in states})
+        rows = self._retrying(
+            lambda: (
+                self._client.query(
+                    f"""
+                SELECT kafka_topic, kafka_partition, kafka_topic_id,
+                       maxIf(last_offset, state = 'done') AS done_last,
+                       countIf(state = 'done') AS done_count,
+                       groupArrayIf((batch_id, first_offset, last_offset), state = 'started') AS started,
+                       groupArrayIf(batch_id, state = 'done') AS done_ids
+                FROM `{database}`.ingest_batches
+                WHERE kafka_cluster_id = {{cluster:String}} AND kafka_topic IN {{topics:Array(String)}}
+                GROUP BY kafka_topic, kafka_partition, kafka_topic_id
+                """,
+                    parameters={"cluster": self._cluster_id, "topics": topics},
+                ).result_rows
+            ),
+            "read the batch log",
+        )
+        wanted = {(s.topic, s.partition): s.topic_id for s in states}
+        history: dict[tuple[str, int], tuple[int | None, tuple | None]] = {}
+        for topic, partition, topic_id, done_last, done_count, started, done_ids in rows:
+            if wanted.get((topic, partition)) != topic_id:
+                continue  # another incarnation of the topic
+            last = int(done_last) if done_count else None
+            done = set(done_ids)
+            unfinished = sorted(
+                (int(first), int(end))
+                for batch_id, first, end in started
+                if batch_id not in done and (last is None or first > last)
+            )
+            history[(topic, partition)] = (last, unfinished[0] if unfinished else None)
+        return history
+
+    def on_revoked(self, revoked: list[Any]) -> None:
+        # Loaded ranges are recorded in ClickHouse; the Kafka commit is left to the next owner's
+        # resume (commits cannot run inside kafka-python's rebalance callbacks).
+        keys = [(tp.topic, tp.partition) for tp in revoked]
+        self._to_resume = [tp for tp in self._to_resume if (tp.topic, tp.partition) not in keys]
+        self.flush([k for k in keys if k in self.partitions], commit=False)
+        for key in keys:
+            self.partitions.pop(key, None)
+
+    # ---- the loop ------------------------------------------------------------------
+
+    def run(self) -> LoaderStats:
+        self._connect()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self.request_stop)
+        deadline = time.monotonic() + self.config.max_seconds if self.config.max_seconds else None
+        try:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                polled = self._consumer.poll(timeout_ms=200, max_records=self.config.batch_rows)
+                self.stats.consume_s += time.perf_counter() - started
+                if self._to_resume:
+                    resumed, self._to_resume = self._to_resume, []
+                    self._resume(resumed)
+                    # Records fetched before the seek are fetched again from the resume point.
+                    fresh = {(tp.topic, tp.partition) for tp in resumed}
+                    polled = {tp: m for tp, m in polled.items() if (tp.topic, tp.partition) not in fresh}
+                parse_started = time.perf_counter()
+                for tp, messages in polled.items():
+                    state = self.partitions.get((tp.topic, tp.partition))
+                    if state is None:
+                        continue
+                    for message in messages:
+                        self._accept(state, message)
+                self.stats.parse_s += time.perf_counter() - parse_started
+                self._check_resets()
+                if self._should_flush():
+                    self.flush()
+                self._progress()
+                if self.config.until_caught_up and self._caught_up():
+                    log.info("caught up on every assigned partition")
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.info("time limit of %.0f s reached", self.config.max_seconds)
+                    break
+            self.flush()
+            self._update_lag()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        for closeable in (self._consumer, self._producer):
+            if closeable is not None:
+                try:
+                    closeable.close()
+                except Exception:
+                    log.debug("close failed", exc_info=True)
+        self._consumer = self._producer = None
+
+    def _accept(self, state: _Partition, message: Any) -> None:
+        if state.next_offset is not None and message.offset < state.next_offset:
+            return  # already loaded (a re-fetch after seek)
+        if state.forced_end is not None and message.offset > state.forced_end:
+            self.flush([(state.topic, state.partition)])
+        if not state.has_data:
+            state.first_offset = message.offset
+            state.opened_at = time.monotonic()
+        state.last_offset = message.offset
+        state.next_offset = message.offset + 1
+        value = message.value or b""
+        self.stats.messages += 1
+        self.stats.bytes_consumed += len(value)
+        state.nbytes += len(value)
+        try:
+            if not value:
+                raise ContractError("empty message (no value)")
+            envelope = validate(value)
+        except ContractError as error:
+            self._dead_letter(state, message, value, error.reason)
+        else:
+            now = datetime.now(UTC)
+            ingested = envelope.ingested_at or now
+            state.max_event_lag_ms = max(state.max_event_lag_ms, (now - envelope.ts).total_seconds() * 1000)
+            state.rows.append(
+                orjson.dumps(
+                    {
+                        "event_id": envelope.event_id,
+                        "event_type": envelope.event_type,
+                        "schema_version": envelope.schema_version,
+                        "user_id": envelope.user_id,
+                        "session_id": envelope.session_id,
+                        "source_service": envelope.source_service,
+                        "source_host": envelope.source_host,
+                        "ts": _ch_time(envelope.ts),
+                        "ingested_at": _ch_time(ingested),
+                        "sequence": envelope.sequence,
+                        "dedupe_key": envelope.dedupe_key,
+                        "payload": orjson.dumps(envelope.payload).decode(),
+                        "kafka_topic": state.topic,
+                        "kafka_partition": state.partition,
+                        "kafka_offset": message.offset,
+                        "kafka_topic_id": state.topic_id,
+                    }
+                )
+            )
+        if state.forced_end is not None and message.offset >= state.forced_end:
+            self.flush([(state.topic, state.partition)])
+
+    def _dead_letter(self, state: _Partition, message: Any, value: bytes, reason: str) -> None:
+        key = message.key.decode("utf-8", errors="replace") if message.key else None
+        state.dead.append(
+            [
+                state.topic,
+                state.partition,
+                message.offset,
+                state.topic_id,
+                key,
+                value.decode("utf-8", errors="replace"),
+                reason,
+                datetime.now(UTC),
+            ]
+        )
+        headers = [
+            ("eventhouse.error", reason.encode()[:1000]),
+            ("eventhouse.source", f"{state.topic}:{state.partition}:{message.offset}".encode()),
+        ]
+        state.dlq_messages.append((message.key, value, headers))
+
+    def _should_flush(self) -> bool:
+        pending = [s for s in self.partitions.values() if s.has_data]
+        if not pending:
+            return False
+        rows = sum(len(s.rows) + len(s.dead) for s in pending)
+        nbytes = sum(s.nbytes for s in pending)
+        oldest = min(s.opened_at for s in pending)
+        return (
+            rows >= self.config.batch_rows
+            or nbytes >= self.config.batch_bytes
+            or time.monotonic() - oldest >= self.config.batch_seconds
+        )
+
+    def _caught_up(self) -> bool:
+        if self._to_resume or not self.partitions or any(s.has_data for s in self.partitions.values()):
+            return False
+        from kafka import TopicPartition
+
+        for state in self.partitions.values():
+            tp = TopicPartition(state.topic, state.partition)
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                if state.next_offset is None:
+                    # Never fetched: ask where the consumer stands (an empty partition is caught up at 0).
+                    position = self._consumer.position(tp)
+                    state.next_offset = position
+                return False
+            position = state.next_offset if state.next_offset is not None else self._consumer.position(tp)
+            if position < highwater:
+                return False
+        return True
+
+    def _check_resets(self) -> None:
+        """A partition whose highwater is below our position was reset: start it over from 0."""
+        from kafka import TopicPartition
+
+        for state in self.partitions.values():
+            if state.reset_checked or state.next_offset is None:
+                continue
+            tp = TopicPartition(state.topic, state.partition)
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            state.reset_checked = True
+            if highwater < state.next_offset:
+                log.warning(
+                    "%s[%d] was reset (highwater %d is below offset %d already loaded); reading it from the start",
+                    state.topic,
+                    state.partition,
+                    highwater,
+                    state.next_offset,
+                )
+                state.clear()
+                state.next_offset = 0
+                state.topic_id = f"{state.topic_id}-reset-{int(time.time())}"
+                self._consumer.seek(tp, 0)
+
+    def _progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < self.config.progress_every:
+            return
+        self._last_progress = now
+        self._update_lag()
+        total_lag = sum(self.stats.lag.values())
+        log.info(
+            "loaded %d rows, %d dead letters, %d duplicate rows collapsed; %.0f msg/s; lag %d",
+            self.stats.rows_loaded,
+            self.stats.dead_letters,
+            self.stats.duplicates_collapsed,
+            self.stats.messages / max(now - self.stats.started, 1e-9),
+            total_lag,
+        )
+
+    def _update_lag(self) -> None:
+        if self._consumer is None:
+            return
+        from kafka import TopicPartition
+
+        for state in self.partitions.values():
+            highwater = self._consumer.highwater(TopicPartition(state.topic, state.partition))
+            if highwater is not None and state.next_offset is not None:
+                self.stats.lag[f"{state.topic}[{state.partition}]"] = max(highwater - state.next_offset, 0)
+
+    # ---- flushing ----------------------------------------------------------------
+
+    def flush(self, keys: list[tuple[str, int]] | None = None, commit: bool = True) -> None:
+        chunks = [s for k, s in self.partitions.items() if s.has_data and (keys is None or k in keys)]
+        if not chunks:
+            return
+        from kafka import TopicPartition
+        from kafka.errors import CommitFailedError, KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        batch_id = uuid.uuid4().hex
+        started_at = datetime.now(UTC)
+        self._log_batches(batch_id, "started", chunks, started_at, {})
+        insert_ms: dict[tuple[str, int], float] = {}
+        for state in chunks:
+            began = time.perf_counter()
+            if state.dead:
+                for key, value, headers in state.dlq_messages:
+                    self._producer.send(TOPICS_BY_NAME[state.topic].dlq, key=key, value=value, headers=headers)
+                self._insert_rows("dead_letters", DEAD_LETTER_COLUMNS, state.dead, "dlq:" + state.token)
+            if state.rows:
+                written = self._insert_json(raw_table(state.domain), state.rows, state.token)
+                self.stats.rows_loaded += written
+                self.stats.duplicates_collapsed += len(state.rows) - written
+            elapsed_ms = (time.perf_counter() - began) * 1000
+            insert_ms[(state.topic, state.partition)] = elapsed_ms
+            self.stats.insert_latencies_ms.append(elapsed_ms)
+            self.stats.batch_sizes.append(len(state.rows) + len(state.dead))
+            self.stats.dead_letters += len(state.dead)
+        if any(s.dead for s in chunks):
+            self._producer.flush()
+        self._log_batches(batch_id, "done", chunks, started_at, insert_ms)
+        offsets = {TopicPartition(s.topic, s.partition): OffsetAndMetadata(s.last_offset + 1, "", -1) for s in chunks}
+        try:
+            if commit:
+                self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # ClickHouse already records these ranges as done; the next owner resumes from there.
+            log.warning("offset commit failed (%s); ClickHouse's batch log keeps the position", exc)
+        self.stats.batches += 1
+        for state in chunks:
+            state.clear()
+
+    def _log_batches(
+        self, batch_id: str, state_name: str, chunks: list[_Partition], started_at: datetime, insert_ms: dict
+    ) -> None:
+        rows = [
+            [
+                batch_id,
+                state_name,
+                self.loader_id,
+                self._cluster_id,
+                s.topic,
+                s.topic_id,
+                s.partition,
+                s.first_offset,
+                s.last_offset,
+                len(s.rows),
+                len(s.dead),
+                s.nbytes,
+                insert_ms.get((s.topic, s.partition), 0.0),
+                started_at,
+                s.max_event_lag_ms,
+                self.stats.lag.get(f"{s.topic}[{s.partition}]", 0),
+            ]
+            for s in chunks
+        ]
+        columns = (
+            "batch_id",
+            "state",
+            "loader_id",
+            "kafka_cluster_id",
+            "kafka_topic",
+            "kafka_topic_id",
+            "kafka_partition",
+            "first_offset",
+            "last_offset",
+            "rows_loaded",
+            "dead_letters",
+            "bytes_consumed",
+            "insert_ms",
+            "batch_started_at",
+            "max_event_lag_ms",
+            "partition_lag",
+        )
+        self._insert_rows("ingest_batches", columns, rows, None)
+
+    def _insert_rows(self, table: str, columns: tuple[str, ...], rows: list[list[Any]], token: str | None) -> int:
+        settings = {"insert_deduplication_token": token} if token else None
+        database = self.config.raw_database
+        began = time.perf_counter()
+        summary = self._retrying(
+            lambda: self._client.insert(f"`{database}`.`{table}`", rows, column_names=list(columns), settings=settings),
+            f"insert into {table}",
+        )
+        self.stats.insert_s += time.perf_counter() - began
+        return int(summary.written_rows)
+
+    def _insert_json(self, table: str, rows: list[bytes], token: str) -> int:
+        began = time.perf_counter()
+        body = b"\n".join(rows)
+        self.stats.encode_s += time.perf_counter() - began
+        database = self.config.raw_database
+        began = time.perf_counter()
+        summary = self._retrying(
+            lambda: self._client.raw_insert(
+                f"`{database}`.`{table}`",
+                column_names=list(RAW_COLUMNS),
+                insert_block=body,
+                fmt="JSONEachRow",
+                settings={"insert_deduplication_token": token},
+            ),
+            f"insert into {table}",
+        )
+        self.stats.insert_s += time.perf_counter() - began
+        return int(summary.written_rows)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Forwards kafka-python's rebalance callbacks (run inside poll) to the loader."""
+
+    def __init__(self, loader: Loader):
+        self._loader = loader
+
+    def on_partitions_assigned(self, assigned: list[Any]) -> None:
+        self._loader.on_assigned(list(assigned))
+
+    def on_partitions_revoked(self, revoked: list[Any]) -> None:
+        self._loader.on_revoked(list(revoked))

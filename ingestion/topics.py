@@ -1,0 +1,112 @@
+"""Kafka topics: one per domain stream, keyed as the reference systems key them, each with a DLQ."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ingestion.contract import REGISTRY
+
+log = logging.getLogger(__name__)
+
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    domain: str
+    key_field: str  # envelope field, or payload field when prefixed "payload."
+    partitions: int = 3
+
+    @property
+    def dlq(self) -> str:
+        return self.name + DLQ_SUFFIX
+
+
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("clickstream", "clickstream", "session_id"),
+    TopicSpec("game.events", "game", "user_id"),
+    TopicSpec("auth.events", "economy", "user_id"),
+    TopicSpec("event.progress", "economy", "payload.live_event_id"),
+    TopicSpec("event.claim", "economy", "payload.live_event_id"),
+    TopicSpec("mission.progress", "economy", "payload.mission_id"),
+    TopicSpec("mission.claim", "economy", "payload.mission_id"),
+    TopicSpec("reward.granted", "economy", "user_id"),
+    TopicSpec("shop.purchase", "economy", "user_id"),
+    TopicSpec("game.session", "economy", "session_id"),
+    TopicSpec("orders", "orders", "payload.order_id"),
+)
+TOPICS_BY_NAME = {spec.name: spec for spec in TOPICS}
+DOMAINS = ("clickstream", "game", "economy", "orders")
+
+# Event type -> topic. Economy event types each have the topic of their namespace.action.
+_TOPIC_BY_EVENT_TYPE: dict[str, str] = {}
+for _name, _spec in REGISTRY.items():
+    if _spec.domain == "clickstream":
+        _TOPIC_BY_EVENT_TYPE[_name] = "clickstream"
+    elif _spec.domain == "game":
+        _TOPIC_BY_EVENT_TYPE[_name] = "game.events"
+    elif _spec.domain == "orders":
+        _TOPIC_BY_EVENT_TYPE[_name] = "orders"
+    elif _name.startswith("auth."):
+        _TOPIC_BY_EVENT_TYPE[_name] = "auth.events"
+    else:
+        _TOPIC_BY_EVENT_TYPE[_name] = _name
+
+
+def topic_for(event_type: str) -> TopicSpec:
+    return TOPICS_BY_NAME[_TOPIC_BY_EVENT_TYPE[event_type]]
+
+
+def message_key(spec: TopicSpec, event: dict[str, Any]) -> bytes | None:
+    if spec.key_field.startswith("payload."):
+        value = event.get("payload", {}).get(spec.key_field[len("payload.") :])
+    else:
+        value = event.get(spec.key_field)
+    return None if value is None else str(value).encode()
+
+
+def topics_for_domains(domains: list[str] | tuple[str, ...]) -> list[TopicSpec]:
+    unknown = set(domains) - set(DOMAINS)
+    if unknown:
+        raise ValueError(f"unknown domain(s) {sorted(unknown)}; choose from {', '.join(DOMAINS)}")
+    return [spec for spec in TOPICS if spec.domain in domains]
+
+
+class TopicMismatch(RuntimeError):
+    """A topic exists with another partition count than eventhouse expects."""
+
+
+def ensure_topics(admin: Any, specs: list[TopicSpec], timeout: float = 30.0) -> dict[str, int]:
+    """Create the topics and their DLQs that do not exist, then verify every partition count.
+
+    Returns {topic: partitions}. Tansu cannot add partitions later, so a mismatch is an error.
+    """
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    wanted = {spec.name: spec.partitions for spec in specs}
+    wanted.update({spec.dlq: 1 for spec in specs})
+    existing = set(admin.list_topics())
+    missing = [
+        NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing
+    ]
+    if missing:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile
+            admin.create_topics(missing)
+        log.info("created topics: %s", ", ".join(t.name for t in missing))
+    deadline = time.monotonic() + timeout
+    while True:
+        described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics(list(wanted))}
+        if all(described.get(name) for name in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    wrong = {name: (described.get(name), n) for name, n in wanted.items() if described.get(name) != n}
+    if wrong:
+        details = ", ".join(f"{name} has {got} partitions, expected {want}" for name, (got, want) in wrong.items())
+        raise TopicMismatch(f"Kafka topics do not match eventhouse's layout: {details}")
+    return described

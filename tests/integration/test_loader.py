@@ -1,0 +1,272 @@
+"""The loader against the real embedded Kafka and ClickHouse: exact counts whatever crashes."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka import KafkaConsumer
+
+from eventhouse.config import load_settings
+from ingestion.contract import make_event
+from ingestion.publisher import Publisher
+from stack.lifecycle import EmbeddedStack
+from stack.processes import free_port
+from tests.conftest import RunningStack
+
+pytestmark = pytest.mark.integration
+
+BASE = datetime(2024, 4, 1, tzinfo=UTC)
+
+
+@pytest.fixture()
+def own_stack():
+    """A stack of the test's own, for tests that stop its servers."""
+    home = Path(tempfile.mkdtemp(prefix="eventhouse-loader-"))
+    stack = EmbeddedStack(home, free_port(), free_port())
+    state = stack.up()
+    try:
+        yield RunningStack(stack, state.clickhouse_port, state.kafka_port)
+    finally:
+        stack.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _events(n: int, start: int = 0, run: str = "r") -> list[dict]:
+    events = []
+    for i in range(start, start + n):
+        ts = BASE + timedelta(seconds=i)
+        kind = i % 4
+        if kind == 0:
+            events.append(
+                make_event(
+                    "clickstream.click",
+                    f"{run}-c{i}",
+                    ts,
+                    {"item_id": i % 97, "category": "S"},
+                    session_id=f"s{i % 50}",
+                )
+            )
+        elif kind == 1:
+            payload = {
+                "chapter": 1 + i % 5,
+                "stage": 1 + i % 10,
+                "mode": "story",
+                "clear_time_ms": 4000 + i,
+                "score": 900,
+            }
+            events.append(
+                make_event(
+                    "game.stage_clear", f"{run}-g{i}", ts, payload, user_id=f"u{i % 40}", session_id=f"gs{i % 9}"
+                )
+            )
+        elif kind == 2:
+            events.append(
+                make_event("reward.granted", f"{run}-e{i}", ts, {"delta_gold": 10, "balance": i}, user_id=f"u{i % 40}")
+            )
+        else:
+            payload = {"order_id": f"o{i}", "status": "PENDING", "version": 1, "amount_cents": 1999}
+            events.append(make_event("order.created", f"{run}-o{i}", ts, payload, user_id=f"u{i % 40}"))
+    return events
+
+
+def _produce(stack: RunningStack, events: list[dict]) -> None:
+    publisher = Publisher(load_settings(stack.env).kafka)
+    for event in events:
+        publisher.publish(event)
+    publisher.close()
+
+
+def _loader(stack: RunningStack, *args: str, database: str, group: str) -> subprocess.Popen:
+    env = stack.env
+    return subprocess.Popen(
+        [sys.executable, "-m", "eventhouse.cli", "load", "--raw-database", database, "--group-id", group, *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _load_until_caught_up(stack: RunningStack, database: str, group: str, *extra: str) -> dict:
+    process = _loader(stack, "--until-caught-up", "--max-seconds", "240", *extra, database=database, group=group)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 0, output[-4000:]
+    return orjson.loads(output[output.rindex("\n{") :])
+
+
+def _counts(stack: RunningStack, database: str) -> dict[str, tuple[int, int]]:
+    client = stack.client()
+    counts = {}
+    for domain in ("clickstream", "game", "economy", "orders"):
+        counts[domain] = tuple(
+            int(v) for v in client.command(f"SELECT count(), uniqExact(event_id) FROM {database}.raw_{domain}_events")
+        )
+    return counts
+
+
+def test_produce_load_exact_count_then_load_again_changes_nothing(embedded_stack):
+    database, group = f"raw_{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    _produce(embedded_stack, _events(8000, run="once"))
+    summary = _load_until_caught_up(embedded_stack, database, group)
+    assert summary["rows_loaded"] >= 8000 and summary["dead_letters"] == 0
+    counts = _counts(embedded_stack, database)
+    # Earlier tests share the broker: count only this test's events, by id.
+    client = embedded_stack.client()
+    mine = client.command(
+        f"SELECT count(), uniqExact(event_id) FROM merge('{database}', '^raw_') WHERE startsWith(event_id, 'once-')"
+    )
+    assert mine == ["8000", "8000"]
+    again = _load_until_caught_up(embedded_stack, database, group)
+    assert again["rows_loaded"] == 0
+    assert _counts(embedded_stack, database) == counts
+    # The ops table says what was loaded.
+    done = client.command(f"SELECT sum(rows_loaded) FROM {database}.ingest_batches WHERE state = 'done'")
+    assert int(done) == sum(c for c, _ in counts.values())
+
+
+def test_poison_messages_go_to_the_dead_letter_queue_and_the_rest_load(own_stack):
+    database, group = "raw_poison", "g-poison"
+    good = _events(400, run="ok")
+    publisher = Publisher(load_settings(own_stack.env).kafka)
+    for event in good[:200]:
+        publisher.publish(event)
+    valid = make_event("clickstream.click", "x1", BASE, {"item_id": 1}, session_id="s1")
+    poison = {
+        "invalid JSON": b'{"event_type": "clickstream.click", ',
+        "missing field": orjson.dumps({**valid, "event_id": "p2", "payload": {"category": "S"}}),
+        "wrong type": orjson.dumps({**valid, "event_id": "p3", "payload": {"item_id": "seven"}}),
+        "unknown type": orjson.dumps({**valid, "event_id": "p4", "event_type": "clickstream.teleport"}),
+        "oversize": orjson.dumps({**valid, "event_id": "p5", "payload": {"item_id": 1, "blob": "x" * 300_000}}),
+        "bad timestamp": orjson.dumps({**valid, "event_id": "p6", "ts": "yesterday at noon"}),
+        "no session": orjson.dumps({**valid, "event_id": "p7", "session_id": None}),
+    }
+    for value in poison.values():
+        publisher.publish_raw("clickstream", value, key=b"s1")
+    for event in good[200:]:
+        publisher.publish(event)
+    publisher.close()
+
+    summary = _load_until_caught_up(own_stack, database, group)
+    assert summary["dead_letters"] == len(poison)
+    assert summary["rows_loaded"] == 400
+    client = own_stack.client()
+    errors = [
+        row[0] for row in client.query(f"SELECT error FROM {database}.dead_letters ORDER BY kafka_offset").result_rows
+    ]
+    assert len(errors) == len(poison)
+    expected_fragments = [
+        "invalid JSON",
+        "payload field 'item_id' is required",
+        "payload field 'item_id' must be int, got str",
+        "unknown event_type 'clickstream.teleport'",
+        "over the 262144-byte limit",
+        "is not an ISO 8601 timestamp",
+        "'session_id' is required",
+    ]
+    for fragment in expected_fragments:
+        assert any(fragment in error for error in errors), (fragment, errors)
+    raw_values = client.query(f"SELECT raw_value FROM {database}.dead_letters").result_rows
+    assert any(value.startswith('{"event_type": "clickstream.click", ') for (value,) in raw_values)
+    # The same messages are on the DLQ topic, with the reason in a header.
+    consumer = KafkaConsumer(
+        "clickstream.dlq",
+        bootstrap_servers=own_stack.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
+    dlq = list(consumer)
+    consumer.close()
+    assert len(dlq) == len(poison)
+    assert all(dict(m.headers).get("eventhouse.error") for m in dlq)
+
+
+def test_kill_9_repeatedly_mid_stream_loses_and_duplicates_nothing(own_stack):
+    database, group = "raw_kill", "g-kill"
+    total = 40_000
+    _produce(own_stack, _events(total, run="k"))
+    rng = random.Random(7)
+    kills = 0
+    for _ in range(5):
+        process = _loader(own_stack, "--batch-rows", "700", database=database, group=group)
+        time.sleep(rng.uniform(4.0, 6.5))  # group join takes ~3 s on the embedded broker
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        kills += 1
+    loaded_before_final = sum(c for c, _ in _counts(own_stack, database).values())
+    assert 0 < loaded_before_final < total, "the kills should land mid-stream"
+    _load_until_caught_up(own_stack, database, group)
+    counts = _counts(own_stack, database)
+    # A plain count(), no FINAL: exactly the events produced, each once.
+    assert sum(c for c, _ in counts.values()) == total
+    assert all(c == u for c, u in counts.values())
+    client = own_stack.client()
+    gaps = client.command(
+        f"""SELECT count() FROM (
+              SELECT kafka_topic, kafka_partition, max(kafka_offset) - min(kafka_offset) + 1 - count() AS gap
+              FROM merge('{database}', '^raw_') GROUP BY kafka_topic, kafka_partition) WHERE gap != 0"""
+    )
+    assert gaps == 0
+    assert kills == 5
+
+
+def test_clickhouse_outage_under_load_loses_nothing(own_stack):
+    database, group = "raw_outage", "g-outage"
+    first, second = _events(10_000, run="a"), _events(10_000, start=10_000, run="b")
+    _produce(own_stack, first)
+    process = _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "90", database=database, group=group)
+    time.sleep(5)
+    clickhouse_service = own_stack.stack.services()[0]
+    clickhouse_service.stop()
+    _produce(own_stack, second)  # produced while ClickHouse is down
+    time.sleep(4)
+    clickhouse_service.start()
+    output, _ = process.communicate(timeout=150)
+    assert process.returncode == 0, output[-3000:]
+    assert "retrying" in output
+    counts = _counts(own_stack, database)
+    assert sum(c for c, _ in counts.values()) == 20_000
+    assert all(c == u for c, u in counts.values())
+
+
+def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack):
+    database, group = "raw_pair", "g-pair"
+    _produce(own_stack, _events(30_000, run="p"))
+    loaders = [
+        _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "40", database=database, group=group)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in loaders]
+    assert all(p.returncode == 0 for p in loaders), [o[-2000:] for o in outputs]
+    summaries = [orjson.loads(o[o.rindex("\n{") :]) for o in outputs]
+    assert all(s["rows_loaded"] > 0 for s in summaries), "both loaders should own partitions"
+    assert sum(s["rows_loaded"] for s in summaries) == 30_000
+    counts = _counts(own_stack, database)
+    assert sum(c for c, _ in counts.values()) == 30_000
+
+
+def test_broker_restart_is_noticed_and_new_data_loads(own_stack):
+    database, group = "raw_reset", "g-reset"
+    _produce(own_stack, _events(3000, run="before"))
+    _load_until_caught_up(own_stack, database, group)
+    kafka_service = own_stack.stack.services()[1]
+    state = own_stack.stack.read_state()
+    kafka_service.stop()
+    # The broker forgets everything; offsets start again at 0 under a new cluster id.
+    new_stack_state = own_stack.stack.up()
+    assert new_stack_state.kafka_cluster_id != state.kafka_cluster_id
+    _produce(own_stack, _events(1000, start=3000, run="after"))
+    summary = _load_until_caught_up(own_stack, database, group)
+    assert summary["rows_loaded"] == 1000
+    counts = _counts(own_stack, database)
+    assert sum(c for c, _ in counts.values()) == 4000
