@@ -147,6 +147,41 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+SAMPLES_DIR = REPO_ROOT / "ingestion" / "samples"
+
+
+def cmd_produce_yoochoose(args: argparse.Namespace) -> int:
+    from ingestion.producers.yoochoose import MalformedLine, replay
+    from ingestion.publisher import Publisher
+
+    publisher = Publisher(load_settings().kafka, client_id="yoochoose-replay")
+    try:
+        summary = replay(
+            publisher,
+            Path(args.clicks),
+            Path(args.buys) if args.buys else None,
+            max_events=args.max_events,
+            speed=args.speed,
+            anomaly_interval=args.anomaly_interval,
+            strict=args.strict,
+        )
+    except MalformedLine as error:
+        print(f"error: {error} (--strict)", file=sys.stderr)
+        return 2
+    finally:
+        publisher.close()
+    print(json.dumps({**summary.as_dict(), "events_per_s": round(publisher.rate(), 1)}, indent=2))
+    return 0
+
+
+def cmd_produce_yoochoose_sample(args: argparse.Namespace) -> int:
+    from ingestion.producers.yoochoose import write_sample
+
+    clicks, buys = write_sample(Path(args.out), sessions=args.sessions, seed=args.seed)
+    print(f"wrote {clicks} and {buys}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="eventhouse", description="eventhouse: a dbt-centered event warehouse")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -198,6 +233,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--ttl-days", type=int, default=None, help="retention TTL on new raw tables (off by default)")
     load.set_defaults(func=cmd_load)
+
+    produce = sub.add_parser("produce", help="publish events to Kafka").add_subparsers(dest="producer", required=True)
+    yoochoose = produce.add_parser("yoochoose", help="replay RecSys 2015 (YOOCHOOSE) click and buy files")
+    yoochoose.add_argument("--clicks", default=str(SAMPLES_DIR / "yoochoose-clicks.dat"))
+    yoochoose.add_argument("--buys", default=str(SAMPLES_DIR / "yoochoose-buys.dat"))
+    yoochoose.add_argument("--max-events", type=int, default=None)
+    yoochoose.add_argument("--speed", type=float, default=0.0, help="event-time seconds per second; 0 = no waiting")
+    yoochoose.add_argument("--anomaly-interval", type=float, default=None, help="inject a bot burst every S seconds")
+    yoochoose.add_argument("--strict", action="store_true", help="a malformed line is fatal instead of skipped")
+    yoochoose.set_defaults(func=cmd_produce_yoochoose)
+    sample = produce.add_parser("yoochoose-sample", help="write small synthetic files in the YOOCHOOSE layout")
+    sample.add_argument("--out", default=str(SAMPLES_DIR))
+    sample.add_argument("--sessions", type=int, default=400)
+    sample.add_argument("--seed", type=int, default=2015)
+    sample.set_defaults(func=cmd_produce_yoochoose_sample)
 
     demo = sub.add_parser("demo", help="start the stack and run the main job end to end")
     _add_stack_options(demo)

@@ -270,3 +270,38 @@ def test_broker_restart_is_noticed_and_new_data_loads(own_stack):
     assert summary["rows_loaded"] == 1000
     counts = _counts(own_stack, database)
     assert sum(c for c, _ in counts.values()) == 4000
+
+
+def test_replaying_the_same_yoochoose_files_twice_changes_nothing(own_stack, tmp_path):
+    database, group = "raw_yc", "g-yc"
+    clicks = tmp_path / "clicks.dat"
+    clicks.write_text(
+        "1,2014-04-01T10:00:00.000Z,10,0\n"
+        "1,2014-04-01T10:00:00.000Z,10,0\n"  # identical lines: two events
+        "2,2014-04-01T11:00:00.000Z,11,S\n"
+        "broken line\n"
+    )
+    buys = tmp_path / "buys.dat"
+    buys.write_text("1,2014-04-01T10:03:00.000Z,10,1200,1\n")
+    env = own_stack.env
+    command = [sys.executable, "-m", "eventhouse.cli", "produce", "yoochoose", "--clicks", str(clicks)]
+    command += ["--buys", str(buys)]
+    strict = subprocess.run([*command, "--strict"], env=env, capture_output=True, text=True, timeout=120)
+    assert strict.returncode == 2 and "clicks.dat:4" in strict.stderr
+    client = own_stack.client()
+    table = f"{database}.raw_clickstream_events"
+    for replay_number in (1, 2):
+        replayed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert replayed.returncode == 0, replayed.stderr[-2000:]
+        summary = orjson.loads(replayed.stdout[replayed.stdout.index("{") :])
+        assert (summary["lines_read"], summary["produced"], summary["rejected"]) == (5, 4, 1)
+        assert summary["first_rejections"][0].startswith("clicks.dat:4: ")
+        loaded = _load_until_caught_up(own_stack, database, group, "--domains", "clickstream")
+        assert loaded["rows_loaded"] == 4  # the replay is delivered again ...
+        # ... and collapses onto the same four events: nothing changes downstream.
+        assert client.command(f"SELECT count() FROM {table} FINAL") == 4, replay_number
+        assert client.command(f"SELECT uniqExact(event_id) FROM {table}") == 4
+    types = client.query(
+        f"SELECT event_type, count() FROM {table} FINAL GROUP BY event_type ORDER BY event_type"
+    ).result_rows
+    assert types == [("clickstream.click", 3), ("clickstream.purchase", 1)]
