@@ -34,9 +34,11 @@ def event(i: int) -> dict:
     ts = BASE + timedelta(milliseconds=97 * i)
     kind = i % 4
     if kind == 0:
-        return make_event("clickstream.click", f"c{i}", ts, {"item_id": i % 5000, "category": "S"}, session_id=f"s{i % 9000}")
+        payload = {"item_id": i % 5000, "category": "S"}
+        return make_event("clickstream.click", f"c{i}", ts, payload, session_id=f"s{i % 9000}")
     if kind == 1:
-        payload = {"chapter": 1 + i % 5, "stage": 1 + i % 10, "mode": "story", "clear_time_ms": 4000 + i % 9000, "score": 900}
+        payload = {"chapter": 1 + i % 5, "stage": 1 + i % 10, "mode": "story", "clear_time_ms": 4000 + i % 9000}
+        payload["score"] = 900
         return make_event("game.stage_clear", f"g{i}", ts, payload, user_id=f"u{i % 3000}", session_id=f"gs{i % 7000}")
     if kind == 2:
         return make_event("reward.granted", f"r{i}", ts, {"delta_gold": 10, "balance": i}, user_id=f"u{i % 3000}")
@@ -66,9 +68,23 @@ def main() -> None:
 
         started = time.perf_counter()
         result = subprocess.run(
-            [sys.executable, "-m", "eventhouse.cli", "load", "--until-caught-up", "--batch-rows", str(args.batch_rows),
-             "--batch-bytes", str(64 << 20), "--batch-seconds", "5"],
-            env=env, capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                "-m",
+                "eventhouse.cli",
+                "load",
+                "--until-caught-up",
+                "--batch-rows",
+                str(args.batch_rows),
+                "--batch-bytes",
+                str(64 << 20),
+                "--batch-seconds",
+                "5",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         load_wall_s = time.perf_counter() - started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
