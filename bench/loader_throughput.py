@@ -88,7 +88,7 @@ def main() -> None:
         )
         load_wall_s = time.perf_counter() - started
         peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        summary = json.loads(result.stdout[result.stdout.rindex("\n{") :])
+        summary = json.loads(result.stdout[result.stdout.index("{") :])
     finally:
         stack.down()
         shutil.rmtree(work, ignore_errors=True)

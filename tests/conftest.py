@@ -10,6 +10,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,10 @@ class RunningStack:
         return clickhouse_connect.get_client(host="127.0.0.1", port=self.clickhouse_port, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def embedded_stack() -> Iterator[RunningStack]:
-    home = Path(tempfile.mkdtemp(prefix="eventhouse-test-"))
+@contextmanager
+def running_stack(prefix: str = "eventhouse-test-") -> Iterator[RunningStack]:
+    """A whole embedded stack on free ports in a temporary home, stopped and removed afterwards."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
     stack = EmbeddedStack(home, free_port(), free_port())
     state = stack.up()
     try:
@@ -58,6 +60,19 @@ def embedded_stack() -> Iterator[RunningStack]:
     finally:
         stack.down()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_stack() -> Iterator[RunningStack]:
+    with running_stack() as stack:
+        yield stack
+
+
+@pytest.fixture()
+def own_stack() -> Iterator[RunningStack]:
+    """A stack of the test's own, for tests that stop or restart its servers."""
+    with running_stack("eventhouse-own-") as stack:
+        yield stack
 
 
 @pytest.fixture()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import orjson
 import pytest
@@ -20,26 +17,11 @@ from kafka import KafkaConsumer
 from eventhouse.config import load_settings
 from ingestion.contract import make_event
 from ingestion.publisher import Publisher
-from stack.lifecycle import EmbeddedStack
-from stack.processes import free_port
 from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.integration
 
 BASE = datetime(2024, 4, 1, tzinfo=UTC)
-
-
-@pytest.fixture()
-def own_stack():
-    """A stack of the test's own, for tests that stop its servers."""
-    home = Path(tempfile.mkdtemp(prefix="eventhouse-loader-"))
-    stack = EmbeddedStack(home, free_port(), free_port())
-    state = stack.up()
-    try:
-        yield RunningStack(stack, state.clickhouse_port, state.kafka_port)
-    finally:
-        stack.down()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _events(n: int, start: int = 0, run: str = "r") -> list[dict]:
