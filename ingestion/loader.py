@@ -141,7 +141,8 @@ class _Partition:
 
 
 def _ch_time(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
+    """`YYYY-MM-DD hh:mm:ss.mmm` in UTC, as ClickHouse parses DateTime64(3) (isoformat is ~7x faster than strftime)."""
+    return moment.astimezone(UTC).isoformat(sep=" ", timespec="milliseconds")[:23]
 
 
 class ClickHouseUnavailable(RuntimeError):
@@ -162,6 +163,8 @@ class Loader:
         self._cluster_id = ""
         self._last_progress = time.monotonic()
         self._to_resume: list[Any] = []
+        self._clock_at = 0.0
+        self._clock_value = (datetime.now(UTC), "")
 
     # ---- set-up -----------------------------------------------------------------
 
@@ -391,8 +394,8 @@ class Loader:
         except ContractError as error:
             self._dead_letter(state, message, value, error.reason)
         else:
-            now = datetime.now(UTC)
-            ingested = envelope.ingested_at or now
+            now, now_text = self._clock()
+            ingested = _ch_time(envelope.ingested_at) if envelope.ingested_at else now_text
             state.max_event_lag_ms = max(state.max_event_lag_ms, (now - envelope.ts).total_seconds() * 1000)
             state.rows.append(
                 orjson.dumps(
@@ -405,7 +408,7 @@ class Loader:
                         "source_service": envelope.source_service,
                         "source_host": envelope.source_host,
                         "ts": _ch_time(envelope.ts),
-                        "ingested_at": _ch_time(ingested),
+                        "ingested_at": ingested,
                         "sequence": envelope.sequence,
                         "dedupe_key": envelope.dedupe_key,
                         "payload": orjson.dumps(envelope.payload).decode(),
@@ -418,6 +421,15 @@ class Loader:
             )
         if state.forced_end is not None and message.offset >= state.forced_end:
             self.flush([(state.topic, state.partition)])
+
+    def _clock(self) -> tuple[datetime, str]:
+        """The current time and its ClickHouse text, refreshed at most every 10 ms (hot path)."""
+        ticks = time.monotonic()
+        if ticks - self._clock_at > 0.01:
+            self._clock_at = ticks
+            now = datetime.now(UTC)
+            self._clock_value = (now, _ch_time(now))
+        return self._clock_value
 
     def _dead_letter(self, state: _Partition, message: Any, value: bytes, reason: str) -> None:
         key = message.key.decode("utf-8", errors="replace") if message.key else None
