@@ -1,7 +1,8 @@
 """`eventhouse demo` (what `make demo` runs): the main job end to end on the embedded stack.
 
-For now the main job is the dbt build of the warehouse; ingestion and Dagster join it
-as their issues land.
+For now: replay the generated YOOCHOOSE-layout sample into Kafka, load it into the raw
+tables with the exactly-once loader, then build the warehouse with dbt. Dagster takes
+this over with the orchestration issue.
 """
 
 from __future__ import annotations
@@ -35,16 +36,37 @@ def run_dbt(args: list[str], env: dict[str, str]) -> dict[str, object]:
 
 def run_demo(stack: EmbeddedStack) -> int:
     started = time.monotonic()
-    print(f"== 1/3 starting the embedded stack in {stack.layout.home}", flush=True)
+    print(f"== 1/4 starting the embedded stack in {stack.layout.home}", flush=True)
     state = stack.up()
     print(f"   ClickHouse http://127.0.0.1:{state.clickhouse_port}, Kafka 127.0.0.1:{state.kafka_port}")
 
     env = dict(os.environ)
     env.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
-    print("== 2/3 dbt build (seeds, models, tests)", flush=True)
+    settings = load_settings({**os.environ, **env})
+
+    print("== 2/4 replay the YOOCHOOSE-layout sample into Kafka and load it into ClickHouse", flush=True)
+    from ingestion.loader import Loader, LoaderConfig
+    from ingestion.producers.yoochoose import replay
+    from ingestion.publisher import Publisher
+
+    samples = REPO_ROOT / "ingestion" / "samples"
+    publisher = Publisher(settings.kafka, client_id="demo-replay")
+    try:
+        replayed = replay(publisher, samples / "yoochoose-clicks.dat", samples / "yoochoose-buys.dat")
+    finally:
+        publisher.close()
+    print(f"   replayed {replayed.produced} events ({replayed.rejected} lines rejected)")
+    loader_config = LoaderConfig(until_caught_up=True, max_seconds=300, group_id="eventhouse-demo")
+    loaded = Loader(settings, loader_config).run().summary()
+    print(
+        f"   loaded {loaded['rows_loaded']} rows, {loaded['dead_letters']} dead letters, "
+        f"{loaded['duplicates_collapsed']} duplicates collapsed"
+    )
+
+    print("== 3/4 dbt build (seeds, models, tests)", flush=True)
     results = run_dbt(["build"], env)
 
-    print("== 3/3 summary", flush=True)
+    print("== 4/4 summary", flush=True)
     by_status: dict[str, int] = {}
     for result in results.get("results", []):
         by_status[result["status"]] = by_status.get(result["status"], 0) + 1
@@ -52,7 +74,6 @@ def run_demo(stack: EmbeddedStack) -> int:
 
     import clickhouse_connect
 
-    settings = load_settings({**os.environ, **env})
     client = clickhouse_connect.get_client(**settings.clickhouse.client_kwargs())
     rows = client.query(
         "SELECT name, engine, total_rows FROM system.tables WHERE database = {db:String} ORDER BY name",
@@ -62,5 +83,12 @@ def run_demo(stack: EmbeddedStack) -> int:
     for name, engine, total_rows in rows:
         count = total_rows if total_rows is not None else client.command(f"SELECT count() FROM `{name}`")
         print(f"     {name:<40} {engine:<12} {count:>10} rows")
+    raw_counts = client.query(
+        "SELECT name, total_rows FROM system.tables WHERE database = {db:String} ORDER BY name",
+        parameters={"db": loader_config.raw_database},
+    ).result_rows
+    print(f"   raw tables in `{loader_config.raw_database}`:")
+    for name, total_rows in raw_counts:
+        print(f"     {name:<40} {total_rows or 0:>10} rows")
     print(f"   finished in {time.monotonic() - started:.1f} s; the stack keeps running (stop: eventhouse stack down)")
     return int(results["exit_code"])
