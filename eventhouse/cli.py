@@ -174,6 +174,84 @@ def cmd_produce_yoochoose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish_generated(events, summary, *, client_id: str, what: str, jsonl: str | None) -> int:
+    """Send a simulator's events to Kafka, or to a JSON-lines file with --jsonl; print the summary."""
+    import orjson
+
+    from ingestion.producers.delivery import publish_all
+
+    if jsonl:
+        with open(jsonl, "wb") as out:
+            publish_all(events, lambda event: out.write(orjson.dumps(event) + b"\n"), summary, what)
+        rate = None
+    else:
+        from ingestion.publisher import Publisher
+
+        publisher = Publisher(load_settings().kafka, client_id=client_id)
+        try:
+            publish_all(events, publisher.publish, summary, what)
+        finally:
+            publisher.close()
+        rate = round(publisher.rate(), 1)
+    print(json.dumps({**summary.as_dict(), "events_per_s": rate, "written_to": jsonl or "kafka"}, indent=2))
+    return 0
+
+
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date like 2026-11-01, got {text!r}") from None
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
+    return value
+
+
+def cmd_produce_simulate(args: argparse.Namespace) -> int:
+    from ingestion.producers.delivery import ProduceSummary
+    from ingestion.producers.game_sim import SimulationConfig, simulate
+
+    config = SimulationConfig(
+        users=args.users,
+        days=args.days,
+        start=args.start,
+        seed=args.seed,
+        duplicate_rate=args.duplicate_rate,
+        late_rate=args.late_rate,
+    )
+    summary = ProduceSummary()
+    return _publish_generated(
+        simulate(config, summary), summary, client_id="game-simulator", what="simulate", jsonl=args.jsonl
+    )
+
+
+def cmd_produce_orders(args: argparse.Namespace) -> int:
+    from ingestion.producers.delivery import ProduceSummary
+    from ingestion.producers.orders import OrdersConfig, simulate_orders
+
+    config = OrdersConfig(
+        orders=args.orders,
+        users=args.users,
+        products=args.products,
+        days=args.days,
+        start=args.start,
+        seed=args.seed,
+        delete_rate=args.delete_rate,
+        out_of_order_rate=args.out_of_order_rate,
+        duplicate_rate=args.duplicate_rate,
+    )
+    summary = ProduceSummary()
+    return _publish_generated(
+        simulate_orders(config, summary), summary, client_id="order-relay", what="orders", jsonl=args.jsonl
+    )
+
+
 def cmd_produce_yoochoose_sample(args: argparse.Namespace) -> int:
     from ingestion.producers.yoochoose import write_sample
 
@@ -248,6 +326,31 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--sessions", type=int, default=400)
     sample.add_argument("--seed", type=int, default=2015)
     sample.set_defaults(func=cmd_produce_yoochoose_sample)
+
+    simulate = produce.add_parser("simulate", help="game and economy events from simulated players (5 personas)")
+    simulate.add_argument("--users", type=int, default=52)
+    simulate.add_argument("--days", type=int, default=7)
+    simulate.add_argument("--start", type=_date, default="2026-11-01", help="first simulated day (UTC)")
+    simulate.add_argument("--seed", type=int, default=7, help="same seed and options, same events (ids included)")
+    simulate.add_argument("--duplicate-rate", type=_rate, default=0.0, help="share of events delivered twice")
+    simulate.add_argument("--late-rate", type=_rate, default=0.02, help="share of client events arriving late")
+    simulate.add_argument("--jsonl", default=None, help="write JSON lines to this file instead of Kafka")
+    simulate.set_defaults(func=cmd_produce_simulate)
+
+    orders = produce.add_parser("orders", help="commerce order lifecycles with versions and soft deletes")
+    orders.add_argument("--orders", type=int, default=500)
+    orders.add_argument("--users", type=int, default=120)
+    orders.add_argument("--products", type=int, default=40)
+    orders.add_argument("--days", type=int, default=7)
+    orders.add_argument("--start", type=_date, default="2026-11-01", help="first simulated day (UTC)")
+    orders.add_argument("--seed", type=int, default=11)
+    orders.add_argument("--delete-rate", type=_rate, default=0.03, help="share of orders soft-deleted by an admin")
+    orders.add_argument(
+        "--out-of-order-rate", type=_rate, default=0.05, help="share of events published after newer versions"
+    )
+    orders.add_argument("--duplicate-rate", type=_rate, default=0.0, help="share of events delivered twice")
+    orders.add_argument("--jsonl", default=None, help="write JSON lines to this file instead of Kafka")
+    orders.set_defaults(func=cmd_produce_orders)
 
     demo = sub.add_parser("demo", help="start the stack and run the main job end to end")
     _add_stack_options(demo)
