@@ -87,7 +87,9 @@ def main() -> None:
             check=True,
         )
         load_wall_s = time.perf_counter() - started
-        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        peak_rss_mb = (
+            resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        )  # the loader: the only child waited for
         summary = json.loads(result.stdout[result.stdout.index("{") :])
     finally:
         stack.down()
@@ -101,6 +103,7 @@ def main() -> None:
         "loader_wall_s": round(load_wall_s, 2),
         "loader_events_per_s_wall": round(args.events / load_wall_s),
         "loader_events_per_s_loop": summary["rows_per_s"],
+        "loader_events_per_s_after_group_join": summary["rows_per_s_since_first_message"],
         "time_split_s": split,
         "insert_ms_p50": summary["insert_ms_p50"],
         "insert_ms_p95": summary["insert_ms_p95"],

@@ -141,6 +141,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         session_timeout_ms=args.session_timeout_ms,
         ttl_days=args.ttl_days,
+        fetch_max_bytes=args.fetch_max_bytes,
+        partition_fetch_bytes=args.partition_fetch_bytes,
     )
     stats = Loader(settings, config).run()
     print(json.dumps(stats.summary(), indent=2))
@@ -310,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="consumer group session timeout (6000 suits the embedded broker; use Kafka's default in production)",
     )
     load.add_argument("--ttl-days", type=int, default=None, help="retention TTL on new raw tables (off by default)")
+    load.add_argument("--fetch-max-bytes", type=int, default=16 << 20, help="Kafka fetch size per request")
+    load.add_argument("--partition-fetch-bytes", type=int, default=4 << 20, help="Kafka fetch size per partition")
     load.set_defaults(func=cmd_load)
 
     produce = sub.add_parser("produce", help="publish events to Kafka").add_subparsers(dest="producer", required=True)

@@ -187,6 +187,8 @@ class Envelope:
     source_host: str
     ts: datetime
     ingested_at: datetime | None
+    ts_text: str  # ts as ClickHouse reads it (see clickhouse_text)
+    ingested_at_text: str | None
     sequence: int | None
     payload: dict[str, Any]
     dedupe_key: str
@@ -197,7 +199,27 @@ def format_ts(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _is_canonical(value: str) -> bool:
+    """`YYYY-MM-DDThh:mm:ss.mmmZ`, what our producers write (the loader's fast path)."""
+    return len(value) == 24 and value[23] == "Z" and value[10] == "T" and value[19] == "."
+
+
+def clickhouse_text(value: str, moment: datetime) -> str:
+    """`YYYY-MM-DD hh:mm:ss.mmm` (UTC), as ClickHouse parses DateTime64(3); sliced when canonical."""
+    if _is_canonical(value):
+        return value[:10] + " " + value[11:23]
+    return moment.isoformat(sep=" ", timespec="milliseconds")[:23]
+
+
 def parse_ts(value: Any, field_name: str = "ts") -> datetime:
+    if type(value) is str and _is_canonical(value):
+        try:
+            moment = datetime.fromisoformat(value)  # Python 3.11 reads the Z as UTC
+        except ValueError:
+            pass  # the careful path below says what is wrong
+        else:
+            if 1970 <= moment.year <= 2105:
+                return moment
     if not isinstance(value, str):
         raise ContractError(f"'{field_name}' must be an ISO 8601 string, got {type(value).__name__}")
     text = value.strip()
@@ -262,7 +284,10 @@ def validate(raw: bytes) -> Envelope:
     sequence = document.get("sequence")
     if sequence is not None and (not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0):
         raise ContractError("'sequence' must be a non-negative integer")
-    ingested_at = document.get("ingested_at")
+    ts_value = document.get("ts")
+    ts = parse_ts(ts_value)
+    ingested_value = document.get("ingested_at")
+    ingested_at = parse_ts(ingested_value, "ingested_at") if ingested_value is not None else None
     return Envelope(
         schema_version=version,
         event_type=event_type,
@@ -272,8 +297,10 @@ def validate(raw: bytes) -> Envelope:
         session_id=session_id,
         source_service=str(source.get("service") or ""),
         source_host=str(source.get("host") or ""),
-        ts=parse_ts(document.get("ts")),
-        ingested_at=parse_ts(ingested_at, "ingested_at") if ingested_at is not None else None,
+        ts=ts,
+        ingested_at=ingested_at,
+        ts_text=clickhouse_text(ts_value, ts),
+        ingested_at_text=clickhouse_text(ingested_value, ingested_at) if ingested_at is not None else None,
         sequence=sequence,
         payload=payload,
         dedupe_key=str(document.get("dedupe_key") or event_id),

@@ -28,6 +28,7 @@ import statistics
 import threading
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -56,6 +57,9 @@ class LoaderConfig:
     session_timeout_ms: int = 6000
     ttl_days: int | None = None
     retry_max_sleep: float = 10.0
+    # Kafka fetch sizes bound the loader's memory: kafka-python buffers up to one fetch per partition.
+    fetch_max_bytes: int = 16 * 1024 * 1024
+    partition_fetch_bytes: int = 4 * 1024 * 1024
     progress_every: float = 5.0
 
 
@@ -75,10 +79,12 @@ class LoaderStats:
     batch_sizes: list[int] = field(default_factory=list)
     lag: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    first_message_at: float | None = None  # rates from here exclude start-up and the group join
     retries: int = 0
 
     def summary(self) -> dict[str, Any]:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        now = time.monotonic()
+        elapsed = max(now - self.started, 1e-9)
         latencies = sorted(self.insert_latencies_ms)
 
         def pct(p: float) -> float | None:
@@ -91,13 +97,16 @@ class LoaderStats:
             "messages": self.messages,
             "batches": self.batches,
             "rows_per_s": round(self.messages / elapsed, 1),
+            "rows_per_s_since_first_message": round(self.messages / max(now - self.first_message_at, 1e-9), 1)
+            if self.first_message_at is not None
+            else None,
             "elapsed_s": round(elapsed, 2),
             "median_batch_size": statistics.median(self.batch_sizes) if self.batch_sizes else 0,
             "insert_ms_p50": pct(0.50),
             "insert_ms_p95": pct(0.95),
             "time_split_s": {
                 "consume": round(self.consume_s, 3),
-                "parse_validate": round(self.parse_s, 3),
+                "parse_validate": round(self.parse_s - self.encode_s, 3),
                 "encode": round(self.encode_s, 3),
                 "insert": round(self.insert_s, 3),
             },
@@ -115,7 +124,10 @@ class _Partition:
     next_offset: int | None = None
     first_offset: int | None = None
     last_offset: int | None = None
-    rows: list[bytes] = field(default_factory=list)
+    # JSONEachRow lines, appended in place: holding each orjson.dumps() result as its own
+    # bytes object kept ~8 KB of allocation per row (orjson's buffer is not shrunk).
+    body: bytearray = field(default_factory=bytearray)
+    row_count: int = 0
     dead: list[list[Any]] = field(default_factory=list)
     dlq_messages: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
     nbytes: int = 0
@@ -132,12 +144,81 @@ class _Partition:
     def token(self) -> str:
         return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}@{self.topic_id}"
 
+    def seal(self) -> _Chunk:
+        """The pending range as a chunk to write; the partition starts a new range."""
+        chunk = _Chunk(
+            self.topic,
+            self.partition,
+            self.domain,
+            self.topic_id,
+            self.first_offset,
+            self.last_offset,
+            self.body,
+            self.row_count,
+            self.dead,
+            self.dlq_messages,
+            self.nbytes,
+            self.max_event_lag_ms,
+            self.token,
+        )
+        self.clear()
+        return chunk
+
     def clear(self) -> None:
         self.first_offset = self.last_offset = None
-        self.rows, self.dead, self.dlq_messages = [], [], []
+        self.body, self.row_count = bytearray(), 0
+        self.dead, self.dlq_messages = [], []
         self.nbytes = 0
         self.forced_end = None
         self.max_event_lag_ms = 0.0
+
+
+@dataclass
+class _Chunk:
+    """One partition's contiguous offset range, sealed for writing."""
+
+    topic: str
+    partition: int
+    domain: str
+    topic_id: str
+    first_offset: int
+    last_offset: int
+    body: bytearray
+    row_count: int
+    dead: list[list[Any]]
+    dlq_messages: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+    nbytes: int
+    max_event_lag_ms: float
+    token: str
+    written: int = 0
+    insert_ms: float = 0.0
+
+
+@dataclass
+class _Batch:
+    batch_id: str
+    chunks: list[_Chunk]
+    started_at: datetime
+
+
+BATCH_LOG_COLUMNS = (
+    "batch_id",
+    "state",
+    "loader_id",
+    "kafka_cluster_id",
+    "kafka_topic",
+    "kafka_topic_id",
+    "kafka_partition",
+    "first_offset",
+    "last_offset",
+    "rows_loaded",
+    "dead_letters",
+    "bytes_consumed",
+    "insert_ms",
+    "batch_started_at",
+    "max_event_lag_ms",
+    "partition_lag",
+)
 
 
 def _ch_time(moment: datetime) -> str:
@@ -165,6 +246,9 @@ class Loader:
         self._to_resume: list[Any] = []
         self._clock_at = 0.0
         self._clock_value = (datetime.now(UTC), "")
+        # One writer thread: ClickHouse inserts of batch N overlap consuming batch N+1.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eventhouse-writer")
+        self._inflight: tuple[_Batch, Future] | None = None
 
     # ---- set-up -----------------------------------------------------------------
 
@@ -203,8 +287,8 @@ class Loader:
             max_poll_records=self.config.batch_rows,
             session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=max(self.config.session_timeout_ms // 6, 500),
-            fetch_max_bytes=16 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=self.config.fetch_max_bytes,
+            max_partition_fetch_bytes=self.config.partition_fetch_bytes,
         )
         self._consumer.subscribe([spec.name for spec in specs], listener=_Rebalance(self))
         self._producer = KafkaProducer(**kafka_kwargs, acks="all", linger_ms=5, client_id=f"{self.loader_id}-dlq")
@@ -313,6 +397,7 @@ class Loader:
         # Loaded ranges are recorded in ClickHouse; the Kafka commit is left to the next owner's
         # resume (commits cannot run inside kafka-python's rebalance callbacks).
         keys = [(tp.topic, tp.partition) for tp in revoked]
+        self._finish_inflight(commit=False)
         self._to_resume = [tp for tp in self._to_resume if (tp.topic, tp.partition) not in keys]
         self.flush([k for k in keys if k in self.partitions], commit=False)
         for key in keys:
@@ -332,6 +417,7 @@ class Loader:
                 started = time.perf_counter()
                 polled = self._consumer.poll(timeout_ms=200, max_records=self.config.batch_rows)
                 self.stats.consume_s += time.perf_counter() - started
+                self._reap_inflight()
                 if self._to_resume:
                     resumed, self._to_resume = self._to_resume, []
                     self._resume(resumed)
@@ -347,8 +433,10 @@ class Loader:
                         self._accept(state, message)
                 self.stats.parse_s += time.perf_counter() - parse_started
                 self._check_resets()
-                if self._should_flush():
-                    self.flush()
+                if self._should_flush() or (self.config.until_caught_up and not polled):
+                    # (a bounded run flushes as soon as a poll comes back empty: nothing is coming
+                    # to fill the batch, and waiting for --batch-seconds would only delay the end)
+                    self._flush_in_background()
                 self._progress()
                 if self.config.until_caught_up and self._caught_up():
                     log.info("caught up on every assigned partition")
@@ -365,6 +453,7 @@ class Loader:
         return self.stats
 
     def close(self) -> None:
+        self._writer.shutdown(wait=True)
         for closeable in (self._consumer, self._producer):
             if closeable is not None:
                 try:
@@ -385,6 +474,8 @@ class Loader:
         state.next_offset = message.offset + 1
         value = message.value or b""
         self.stats.messages += 1
+        if self.stats.first_message_at is None:
+            self.stats.first_message_at = time.monotonic()
         self.stats.bytes_consumed += len(value)
         state.nbytes += len(value)
         try:
@@ -395,30 +486,34 @@ class Loader:
             self._dead_letter(state, message, value, error.reason)
         else:
             now, now_text = self._clock()
-            ingested = _ch_time(envelope.ingested_at) if envelope.ingested_at else now_text
+            ingested = envelope.ingested_at_text or now_text
             state.max_event_lag_ms = max(state.max_event_lag_ms, (now - envelope.ts).total_seconds() * 1000)
-            state.rows.append(
-                orjson.dumps(
-                    {
-                        "event_id": envelope.event_id,
-                        "event_type": envelope.event_type,
-                        "schema_version": envelope.schema_version,
-                        "user_id": envelope.user_id,
-                        "session_id": envelope.session_id,
-                        "source_service": envelope.source_service,
-                        "source_host": envelope.source_host,
-                        "ts": _ch_time(envelope.ts),
-                        "ingested_at": ingested,
-                        "sequence": envelope.sequence,
-                        "dedupe_key": envelope.dedupe_key,
-                        "payload": orjson.dumps(envelope.payload).decode(),
-                        "kafka_topic": state.topic,
-                        "kafka_partition": state.partition,
-                        "kafka_offset": message.offset,
-                        "kafka_topic_id": state.topic_id,
-                    }
-                )
+            state.row_count += 1
+            encode_started = time.perf_counter()
+            state.body += orjson.dumps(
+                {
+                    "event_id": envelope.event_id,
+                    "event_type": envelope.event_type,
+                    "schema_version": envelope.schema_version,
+                    "user_id": envelope.user_id,
+                    "session_id": envelope.session_id,
+                    "source_service": envelope.source_service,
+                    "source_host": envelope.source_host,
+                    "ts": envelope.ts_text,
+                    "ingested_at": ingested,
+                    "sequence": envelope.sequence,
+                    "dedupe_key": envelope.dedupe_key,
+                    # Kept as an object: ClickHouse stores its JSON text in the String column
+                    # (input_format_json_read_objects_as_strings), saving a second encoding here.
+                    "payload": envelope.payload,
+                    "kafka_topic": state.topic,
+                    "kafka_partition": state.partition,
+                    "kafka_offset": message.offset,
+                    "kafka_topic_id": state.topic_id,
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
             )
+            self.stats.encode_s += time.perf_counter() - encode_started
         if state.forced_end is not None and message.offset >= state.forced_end:
             self.flush([(state.topic, state.partition)])
 
@@ -455,7 +550,7 @@ class Loader:
         pending = [s for s in self.partitions.values() if s.has_data]
         if not pending:
             return False
-        rows = sum(len(s.rows) + len(s.dead) for s in pending)
+        rows = sum(s.row_count + len(s.dead) for s in pending)
         nbytes = sum(s.nbytes for s in pending)
         oldest = min(s.opened_at for s in pending)
         return (
@@ -466,6 +561,8 @@ class Loader:
 
     def _caught_up(self) -> bool:
         if self._to_resume or not self.partitions or any(s.has_data for s in self.partitions.values()):
+            return False
+        if self._inflight is not None:
             return False
         from kafka import TopicPartition
 
@@ -503,6 +600,7 @@ class Loader:
                     highwater,
                     state.next_offset,
                 )
+                self._finish_inflight()
                 state.clear()
                 state.next_offset = 0
                 state.topic_id = f"{state.topic_id}-reset-{int(time.time())}"
@@ -537,89 +635,108 @@ class Loader:
     # ---- flushing ----------------------------------------------------------------
 
     def flush(self, keys: list[tuple[str, int]] | None = None, commit: bool = True) -> None:
-        chunks = [s for k, s in self.partitions.items() if s.has_data and (keys is None or k in keys)]
-        if not chunks:
+        """Write the pending ranges (of `keys`, or all) now, and commit them unless told not to."""
+        self._finish_inflight(commit)
+        batch = self._seal(keys)
+        if batch is not None:
+            self._write(batch)
+            self._finish(batch, commit)
+
+    def _flush_in_background(self) -> None:
+        """Hand the pending ranges to the writer thread and go on consuming.
+
+        At most one batch is in flight: the next flush waits for it (back-pressure), and its
+        offsets are committed by this thread once ClickHouse has acknowledged it.
+        """
+        self._finish_inflight()
+        batch = self._seal(None)
+        if batch is not None:
+            self._inflight = (batch, self._writer.submit(self._write, batch))
+
+    def _reap_inflight(self) -> None:
+        """Commit the in-flight batch if the writer is done with it (called after each poll)."""
+        if self._inflight is not None and self._inflight[1].done():
+            self._finish_inflight()
+
+    def _finish_inflight(self, commit: bool = True) -> None:
+        if self._inflight is None:
             return
+        batch, future = self._inflight
+        self._inflight = None
+        future.result()  # re-raises what the writer could not retry away
+        self._finish(batch, commit)
+
+    def _seal(self, keys: list[tuple[str, int]] | None) -> _Batch | None:
+        """Move the pending rows of these partitions into a batch; the partitions start afresh."""
+        chunks = []
+        for key, state in self.partitions.items():
+            if state.has_data and (keys is None or key in keys):
+                chunks.append(state.seal())
+        if not chunks:
+            return None
+        return _Batch(uuid.uuid4().hex, chunks, datetime.now(UTC))
+
+    def _write(self, batch: _Batch) -> None:
+        """ClickHouse and the DLQ topic only (no consumer calls): safe on the writer thread."""
+        self._log_batches(batch, "started")
+        for chunk in batch.chunks:
+            began = time.perf_counter()
+            if chunk.dead:
+                for key, value, headers in chunk.dlq_messages:
+                    self._producer.send(TOPICS_BY_NAME[chunk.topic].dlq, key=key, value=value, headers=headers)
+                self._insert_rows("dead_letters", DEAD_LETTER_COLUMNS, chunk.dead, "dlq:" + chunk.token)
+            if chunk.row_count:
+                chunk.written = self._insert_json(raw_table(chunk.domain), chunk.body, chunk.token)
+            chunk.insert_ms = (time.perf_counter() - began) * 1000
+        if any(chunk.dead for chunk in batch.chunks):
+            self._producer.flush()
+        self._log_batches(batch, "done")
+
+    def _finish(self, batch: _Batch, commit: bool) -> None:
         from kafka import TopicPartition
         from kafka.errors import CommitFailedError, KafkaError
         from kafka.structs import OffsetAndMetadata
 
-        batch_id = uuid.uuid4().hex
-        started_at = datetime.now(UTC)
-        self._log_batches(batch_id, "started", chunks, started_at, {})
-        insert_ms: dict[tuple[str, int], float] = {}
-        for state in chunks:
-            began = time.perf_counter()
-            if state.dead:
-                for key, value, headers in state.dlq_messages:
-                    self._producer.send(TOPICS_BY_NAME[state.topic].dlq, key=key, value=value, headers=headers)
-                self._insert_rows("dead_letters", DEAD_LETTER_COLUMNS, state.dead, "dlq:" + state.token)
-            if state.rows:
-                written = self._insert_json(raw_table(state.domain), state.rows, state.token)
-                self.stats.rows_loaded += written
-                self.stats.duplicates_collapsed += len(state.rows) - written
-            elapsed_ms = (time.perf_counter() - began) * 1000
-            insert_ms[(state.topic, state.partition)] = elapsed_ms
-            self.stats.insert_latencies_ms.append(elapsed_ms)
-            self.stats.batch_sizes.append(len(state.rows) + len(state.dead))
-            self.stats.dead_letters += len(state.dead)
-        if any(s.dead for s in chunks):
-            self._producer.flush()
-        self._log_batches(batch_id, "done", chunks, started_at, insert_ms)
-        offsets = {TopicPartition(s.topic, s.partition): OffsetAndMetadata(s.last_offset + 1, "", -1) for s in chunks}
+        stats = self.stats
+        for chunk in batch.chunks:
+            stats.rows_loaded += chunk.written
+            stats.duplicates_collapsed += chunk.row_count - chunk.written
+            stats.insert_latencies_ms.append(chunk.insert_ms)
+            stats.batch_sizes.append(chunk.row_count + len(chunk.dead))
+            stats.dead_letters += len(chunk.dead)
+        stats.batches += 1
+        owned = [c for c in batch.chunks if (c.topic, c.partition) in self.partitions]
+        offsets = {TopicPartition(c.topic, c.partition): OffsetAndMetadata(c.last_offset + 1, "", -1) for c in owned}
         try:
-            if commit:
+            if commit and offsets:
                 self._consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # ClickHouse already records these ranges as done; the next owner resumes from there.
             log.warning("offset commit failed (%s); ClickHouse's batch log keeps the position", exc)
-        self.stats.batches += 1
-        for state in chunks:
-            state.clear()
 
-    def _log_batches(
-        self, batch_id: str, state_name: str, chunks: list[_Partition], started_at: datetime, insert_ms: dict
-    ) -> None:
+    def _log_batches(self, batch: _Batch, state_name: str) -> None:
         rows = [
             [
-                batch_id,
+                batch.batch_id,
                 state_name,
                 self.loader_id,
                 self._cluster_id,
-                s.topic,
-                s.topic_id,
-                s.partition,
-                s.first_offset,
-                s.last_offset,
-                len(s.rows),
-                len(s.dead),
-                s.nbytes,
-                insert_ms.get((s.topic, s.partition), 0.0),
-                started_at,
-                s.max_event_lag_ms,
-                self.stats.lag.get(f"{s.topic}[{s.partition}]", 0),
+                c.topic,
+                c.topic_id,
+                c.partition,
+                c.first_offset,
+                c.last_offset,
+                c.row_count,
+                len(c.dead),
+                c.nbytes,
+                c.insert_ms,
+                batch.started_at,
+                c.max_event_lag_ms,
+                self.stats.lag.get(f"{c.topic}[{c.partition}]", 0),
             ]
-            for s in chunks
+            for c in batch.chunks
         ]
-        columns = (
-            "batch_id",
-            "state",
-            "loader_id",
-            "kafka_cluster_id",
-            "kafka_topic",
-            "kafka_topic_id",
-            "kafka_partition",
-            "first_offset",
-            "last_offset",
-            "rows_loaded",
-            "dead_letters",
-            "bytes_consumed",
-            "insert_ms",
-            "batch_started_at",
-            "max_event_lag_ms",
-            "partition_lag",
-        )
-        self._insert_rows("ingest_batches", columns, rows, None)
+        self._insert_rows("ingest_batches", BATCH_LOG_COLUMNS, rows, None)
 
     def _insert_rows(self, table: str, columns: tuple[str, ...], rows: list[list[Any]], token: str | None) -> int:
         settings = {"insert_deduplication_token": token} if token else None
@@ -632,19 +749,16 @@ class Loader:
         self.stats.insert_s += time.perf_counter() - began
         return int(summary.written_rows)
 
-    def _insert_json(self, table: str, rows: list[bytes], token: str) -> int:
-        began = time.perf_counter()
-        body = b"\n".join(rows)
-        self.stats.encode_s += time.perf_counter() - began
+    def _insert_json(self, table: str, body: bytearray, token: str) -> int:
         database = self.config.raw_database
         began = time.perf_counter()
         summary = self._retrying(
             lambda: self._client.raw_insert(
                 f"`{database}`.`{table}`",
                 column_names=list(RAW_COLUMNS),
-                insert_block=body,
+                insert_block=bytes(body),
                 fmt="JSONEachRow",
-                settings={"insert_deduplication_token": token},
+                settings={"insert_deduplication_token": token, "input_format_json_read_objects_as_strings": 1},
             ),
             f"insert into {table}",
         )
