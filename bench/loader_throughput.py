@@ -11,39 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from eventhouse.config import load_settings, stack_env
-from ingestion.contract import make_event
+from bench.common import embedded_stack, sample_event
+from eventhouse.config import load_settings
 from ingestion.publisher import Publisher
-from stack.lifecycle import EmbeddedStack
-from stack.processes import free_port
 
 BASE = datetime(2024, 4, 1, tzinfo=UTC)
 
 
 def event(i: int) -> dict:
-    ts = BASE + timedelta(milliseconds=97 * i)
-    kind = i % 4
-    if kind == 0:
-        payload = {"item_id": i % 5000, "category": "S"}
-        return make_event("clickstream.click", f"c{i}", ts, payload, session_id=f"s{i % 9000}")
-    if kind == 1:
-        payload = {"chapter": 1 + i % 5, "stage": 1 + i % 10, "mode": "story", "clear_time_ms": 4000 + i % 9000}
-        payload["score"] = 900
-        return make_event("game.stage_clear", f"g{i}", ts, payload, user_id=f"u{i % 3000}", session_id=f"gs{i % 7000}")
-    if kind == 2:
-        return make_event("reward.granted", f"r{i}", ts, {"delta_gold": 10, "balance": i}, user_id=f"u{i % 3000}")
-    payload = {"order_id": f"o{i}", "status": "PENDING", "version": 1, "amount_cents": 1999}
-    return make_event("order.created", f"o{i}", ts, payload, user_id=f"u{i % 3000}")
+    return sample_event(i, BASE + timedelta(milliseconds=97 * i))
 
 
 def main() -> None:
@@ -53,12 +36,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="eventhouse-loader-bench-"))
-    stack = EmbeddedStack(work, free_port(), free_port())
-    state = stack.up()
-    env = dict(os.environ)
-    env.update(stack_env(state.clickhouse_port, state.kafka_port, work))
-    try:
+    with embedded_stack("eventhouse-loader-bench-") as env:
         publisher = Publisher(load_settings(env).kafka, client_id="bench-producer")
         started = time.perf_counter()
         for i in range(args.events):
@@ -91,9 +69,6 @@ def main() -> None:
             resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         )  # the loader: the only child waited for
         summary = json.loads(result.stdout[result.stdout.index("{") :])
-    finally:
-        stack.down()
-        shutil.rmtree(work, ignore_errors=True)
 
     split = summary["time_split_s"]
     report = {

@@ -57,6 +57,9 @@ class Publisher:
     def rate(self) -> float:
         return self.total / max(time.monotonic() - self._started, 1e-9)
 
+    def flush(self) -> None:
+        self._producer.flush()
+
     def close(self) -> None:
         self._producer.flush()
         self._producer.close()

@@ -159,6 +159,32 @@ def test_url_setting_applies_to_one_request_only(embedded_stack, database):
     assert sessionless.command("SELECT getSetting('max_block_size')") == default
 
 
+def test_insert_settings_apply_to_that_insert_only(embedded_stack, database):
+    """Per-insert settings (a dedup token, a format option) act on the insert and do not leak."""
+    client = embedded_stack.client(database=database, autogenerate_session_id=False)
+    client.command(
+        "CREATE TABLE dedup (id UInt32, doc String) ENGINE = MergeTree ORDER BY id "
+        "SETTINGS non_replicated_deduplication_window = 100"
+    )
+    body = b'{"id": 1, "doc": {"a": [1, 2]}}\n{"id": 2, "doc": {"b": null}}\n'
+    as_strings = {"input_format_json_read_objects_as_strings": 1}
+    for token in ("t-1", "t-1", "t-2"):
+        client.raw_insert(
+            "dedup",
+            ["id", "doc"],
+            insert_block=body,
+            fmt="JSONEachRow",
+            settings={"insert_deduplication_token": token, **as_strings},
+        )
+    assert client.query("SELECT id, doc FROM dedup ORDER BY id, doc").result_rows == [
+        (1, '{"a": [1, 2]}'),
+        (1, '{"a": [1, 2]}'),
+        (2, '{"b": null}'),
+        (2, '{"b": null}'),
+    ]
+    assert client.command("SELECT getSetting('insert_deduplication_token')") == ""
+
+
 def test_errors_carry_clickhouse_codes(embedded_stack, client):
     with pytest.raises(DatabaseError) as unknown_table:
         client.query("SELECT * FROM no_such_table")
