@@ -130,6 +130,15 @@ def cmd_load(args: argparse.Namespace) -> int:
     from ingestion.loader import Loader, LoaderConfig
 
     settings = load_settings()
+    if args.create_tables_only:
+        import clickhouse_connect
+
+        from ingestion.raw_tables import ensure_tables
+
+        client = clickhouse_connect.get_client(**{**settings.clickhouse.client_kwargs(), "database": "default"})
+        ensure_tables(client, args.raw_database, args.ttl_days)
+        print(f"raw tables ready in `{args.raw_database}`")
+        return 0
     config = LoaderConfig(
         domains=tuple(args.domains),
         group_id=args.group_id,
@@ -310,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=int(os.environ.get("EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS", "6000")),
         help="consumer group session timeout (6000 suits the embedded broker; use Kafka's default in production)",
+    )
+    load.add_argument(
+        "--create-tables-only", action="store_true", help="create the raw tables (idempotent) and exit, reading nothing"
     )
     load.add_argument("--ttl-days", type=int, default=None, help="retention TTL on new raw tables (off by default)")
     load.add_argument("--fetch-max-bytes", type=int, default=16 << 20, help="Kafka fetch size per request")

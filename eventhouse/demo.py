@@ -1,7 +1,8 @@
 """`eventhouse demo` (what `make demo` runs): the main job end to end on the embedded stack.
 
-For now: replay the generated YOOCHOOSE-layout sample into Kafka, load it into the raw
-tables with the exactly-once loader, then build the warehouse with dbt. Dagster takes
+For now: replay the generated YOOCHOOSE-layout sample, simulate game/economy players (bots
+included) and commerce orders into Kafka, load them into the raw tables with the
+exactly-once loader, then build the warehouse with dbt. Dagster takes
 this over with the orchestration issue.
 """
 
@@ -44,18 +45,27 @@ def run_demo(stack: EmbeddedStack) -> int:
     env.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
     settings = load_settings({**os.environ, **env})
 
-    print("== 2/4 replay the YOOCHOOSE-layout sample into Kafka and load it into ClickHouse", flush=True)
+    print("== 2/4 produce the demo events into Kafka and load them into ClickHouse", flush=True)
     from ingestion.loader import Loader, LoaderConfig
+    from ingestion.producers.delivery import ProduceSummary, publish_all
+    from ingestion.producers.game_sim import SimulationConfig, simulate
+    from ingestion.producers.orders import OrdersConfig, simulate_orders
     from ingestion.producers.yoochoose import replay
     from ingestion.publisher import Publisher
 
     samples = REPO_ROOT / "ingestion" / "samples"
-    publisher = Publisher(settings.kafka, client_id="demo-replay")
+    publisher = Publisher(settings.kafka, client_id="demo-producer")
     try:
         replayed = replay(publisher, samples / "yoochoose-clicks.dat", samples / "yoochoose-buys.dat")
+        print(f"   clickstream: replayed {replayed.produced} events ({replayed.rejected} lines rejected)")
+        game = ProduceSummary()
+        publish_all(simulate(SimulationConfig(), game), publisher.publish, game, "game + economy events")
+        print(f"   game + economy: {game.produced} events from {SimulationConfig().users} simulated players")
+        orders = ProduceSummary()
+        publish_all(simulate_orders(OrdersConfig(), orders), publisher.publish, orders, "order events")
+        print(f"   orders: {orders.produced} events for {OrdersConfig().orders} orders")
     finally:
         publisher.close()
-    print(f"   replayed {replayed.produced} events ({replayed.rejected} lines rejected)")
     loader_config = LoaderConfig(until_caught_up=True, max_seconds=300, group_id="eventhouse-demo")
     loaded = Loader(settings, loader_config).run().summary()
     print(
@@ -64,6 +74,10 @@ def run_demo(stack: EmbeddedStack) -> int:
     )
 
     print("== 3/4 dbt build (seeds, models, tests)", flush=True)
+    run_dbt(["seed"], env)
+    # Unit tests of incremental models read the columns of `this`, so those models (and what
+    # they read) must exist, empty if new, before `dbt build` runs the tests.
+    run_dbt(["run", "--empty", "--select", "+config.materialized:incremental"], env)
     results = run_dbt(["build"], env)
 
     print("== 4/4 summary", flush=True)

@@ -1,0 +1,107 @@
+{{
+    config(
+        materialized='table',
+        engine='MergeTree()',
+        order_by='metric_date'
+    )
+}}
+
+-- Daily clickstream KPIs. A day is the UTC date of each event's own timestamp; a session that
+-- spans midnight counts on both days with that day's events only.
+
+with clicks as (
+
+    select * from {{ ref('stg_clickstream__clicks') }}
+
+),
+
+purchases as (
+
+    select * from {{ ref('stg_clickstream__purchases') }}
+
+),
+
+session_day_events as (
+
+    select
+        click_date as metric_date,
+        session_id,
+        clicked_at as event_at,
+        1 as is_click,
+        0 as is_buy,
+        toDecimal64(0, 2) as revenue
+    from clicks
+
+    union all
+
+    select
+        purchase_date as metric_date,
+        session_id,
+        purchased_at as event_at,
+        0 as is_click,
+        1 as is_buy,
+        price * quantity as revenue
+    from purchases
+
+),
+
+session_days as (
+
+    select
+        metric_date,
+        session_id,
+        sum(is_click) as clicks,
+        sum(is_buy) as buys,
+        sum(revenue) as revenue,
+        dateDiff('millisecond', min(event_at), max(event_at)) / 1000 as duration_sec
+    from session_day_events
+    group by metric_date, session_id
+
+),
+
+click_days as (
+
+    select
+        click_date as metric_date,
+        count() as total_clicks,
+        uniqExact(item_id) as unique_items
+    from clicks
+    group by click_date
+
+),
+
+daily as (
+
+    select
+        metric_date,
+        sum(buys) as total_purchases,
+        countIf(clicks > 0) as unique_sessions,
+        countIf(clicks > 0 and buys > 0) as converted_sessions,
+        countIf(buys > 0) as buying_sessions,
+        avg(duration_sec) as avg_session_duration_sec,
+        sum(revenue) as total_revenue
+    from session_days
+    group by metric_date
+
+),
+
+final as (
+
+    select
+        daily.metric_date,
+        coalesce(click_days.total_clicks, 0) as total_clicks,
+        daily.total_purchases,
+        daily.unique_sessions,
+        coalesce(click_days.unique_items, 0) as unique_items,
+        if(daily.unique_sessions = 0, null, daily.converted_sessions / daily.unique_sessions) as conversion_rate,
+        daily.avg_session_duration_sec,
+        if(daily.unique_sessions = 0, null, coalesce(click_days.total_clicks, 0) / daily.unique_sessions)
+            as avg_clicks_per_session,
+        daily.total_revenue,
+        if(daily.buying_sessions = 0, null, daily.total_revenue / daily.buying_sessions) as avg_order_value
+    from daily
+    left join click_days on daily.metric_date = click_days.metric_date
+
+)
+
+select * from final

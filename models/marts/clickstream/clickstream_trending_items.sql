@@ -1,0 +1,105 @@
+{{
+    config(
+        materialized='table',
+        engine='MergeTree()',
+        order_by='(as_of_date, trend_rank)'
+    )
+}}
+
+-- Items trending as of each day: clicks in the last 3 days (as_of_date and the 2 before)
+-- against the 3 days before those. trend_score = (recent - previous) / greatest(previous, 1),
+-- so an item new this window scores its recent clicks. Items need at least
+-- `trending_min_recent_clicks` recent clicks; the top `trending_items_top_n` per day are kept.
+
+with clicks as (
+
+    select * from {{ ref('stg_clickstream__clicks') }}
+
+),
+
+item_day_clicks as (
+
+    select
+        click_date,
+        item_id,
+        count() as click_count
+    from clicks
+    group by click_date, item_id
+
+),
+
+last_day as (
+
+    select max(click_date) as max_click_date from clicks
+
+),
+
+item_day_offsets as (
+
+    -- each day's clicks count toward the as_of days 0-5 days later
+    select
+        click_date,
+        item_id,
+        click_count,
+        arrayJoin(range(6)) as days_later
+    from item_day_clicks
+
+),
+
+spread_over_windows as (
+
+    -- in the recent window of as_of days 0-2 later, in the previous window of days 3-5 later
+    select
+        item_id,
+        click_date + toIntervalDay(days_later) as as_of_date,
+        if(days_later < 3, click_count, 0) as recent_clicks,
+        if(days_later >= 3, click_count, 0) as previous_clicks
+    from item_day_offsets
+
+),
+
+item_windows as (
+
+    select
+        as_of_date,
+        item_id,
+        sum(recent_clicks) as recent_clicks,
+        sum(previous_clicks) as previous_clicks
+    from spread_over_windows
+    where as_of_date <= (select last_day.max_click_date from last_day)
+    group by as_of_date, item_id
+
+),
+
+scored as (
+
+    select
+        as_of_date,
+        item_id,
+        recent_clicks,
+        previous_clicks,
+        round((toInt64(recent_clicks) - toInt64(previous_clicks)) / greatest(previous_clicks, 1), 6) as trend_score
+    from item_windows
+    where recent_clicks >= {{ var('trending_min_recent_clicks') }}
+
+),
+
+ranked as (
+
+    select
+        *,
+        row_number() over (
+            partition by as_of_date order by trend_score desc, recent_clicks desc, item_id asc
+        ) as trend_rank
+    from scored
+
+),
+
+final as (
+
+    select * from ranked
+    where trend_rank <= {{ var('trending_items_top_n') }}
+
+)
+
+select * from final

@@ -1,0 +1,127 @@
+{{
+    config(
+        materialized='table',
+        engine='MergeTree()',
+        order_by='user_id'
+    )
+}}
+
+-- One row per known user: game players (game and economy events) and commerce customers
+-- (order events). Clickstream visitors are anonymous and have no row. `is_bot` comes from
+-- behaviour (any session flagged by sessionization), never from what a client declared.
+
+with game_events as (
+
+    select * from {{ ref('stg_game__events') }}
+
+),
+
+economy_events as (
+
+    select * from {{ ref('stg_economy__events') }}
+
+),
+
+order_events as (
+
+    select * from {{ ref('stg_orders__order_events') }}
+
+),
+
+sessions as (
+
+    select * from {{ ref('fct_sessions') }}
+
+),
+
+player_activity as (
+
+    select
+        user_id,
+        ts
+    from game_events
+    union all
+    select
+        user_id,
+        ts
+    from economy_events
+
+),
+
+players as (
+
+    select
+        user_id,
+        'player' as user_type,
+        min(ts) as first_seen_at,
+        max(ts) as last_seen_at,
+        count() as event_count
+    from player_activity
+    group by user_id
+
+),
+
+signups as (
+
+    select
+        user_id,
+        min(ts) as signed_up_at,
+        argMin(country, ts) as country,
+        argMin(platform, ts) as platform,
+        argMin(declared_persona, ts) as declared_persona
+    from economy_events
+    where event_type = 'auth.signup'
+    group by user_id
+
+),
+
+customers as (
+
+    select
+        customer_id as user_id,
+        'customer' as user_type,
+        min(ts) as first_seen_at,
+        max(ts) as last_seen_at,
+        count() as event_count
+    from order_events
+    group by customer_id
+
+),
+
+bot_users as (
+
+    select session_entity_key as user_id
+    from sessions
+    where domain in ('game', 'economy')
+    group by session_entity_key
+    having max(is_bot)
+
+),
+
+users as (
+
+    select * from players
+    union all
+    select * from customers
+
+),
+
+final as (
+
+    select
+        users.user_id,
+        users.user_type,
+        signups.signed_up_at,
+        signups.country,
+        signups.platform,
+        signups.declared_persona,
+        users.first_seen_at,
+        users.last_seen_at,
+        users.event_count,
+        toBool(users.user_id in (select bot_users.user_id from bot_users)) as is_bot
+    from users
+    left join signups on users.user_id = signups.user_id
+
+)
+
+select * from final

@@ -1,0 +1,33 @@
+-- Commerce order events (created, status changes, soft deletes), one row per distinct event_id.
+-- `version` orders the events of one order whatever order they arrived in.
+with source as (
+
+    select * from {{ deduplicated(source('raw', 'raw_orders_events')) }}
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        event_type,
+        assumeNotNull(user_id) as customer_id,
+        JSONExtractString(payload, 'order_id') as order_id,
+        JSONExtract(payload, 'version', 'Int64') as order_version,
+        JSONExtract(payload, 'status', 'Nullable(String)') as order_status,
+        JSONExtract(payload, 'previous_status', 'Nullable(String)') as previous_status,
+        JSONExtract(payload, 'amount_cents', 'Nullable(Int64)') as amount_cents,
+        JSONExtract(payload, 'product_ids', 'Array(String)') as product_ids,
+        JSONExtractRaw(payload, 'items') as items_json,
+        JSONExtract(payload, 'deleted_by', 'Nullable(String)') as deleted_by,
+        parseDateTime64BestEffortOrNull(JSONExtractString(payload, 'deleted_at'), 3, 'UTC') as deleted_at,
+        toBool(event_type = 'order.deleted') as is_delete,
+        ts,
+        toDate(ts) as event_date,
+        ingested_at,
+        loaded_at
+    from source
+
+)
+
+select * from renamed
