@@ -20,6 +20,15 @@ from eventhouse.config import REPO_ROOT, load_settings, stack_env
 from stack.lifecycle import EmbeddedStack
 
 
+# What a database needs before its first `dbt build`: seeds, and the incremental models (with
+# what they read) created empty, because unit tests of an incremental model read the columns
+# of `this`. Harmless on a database that has them already.
+DBT_PREPARE_STEPS: list[list[str]] = [
+    ["seed"],
+    ["run", "--empty", "--select", "+config.materialized:incremental"],
+]
+
+
 def dbt_executable() -> str:
     beside = Path(sys.executable).with_name("dbt")
     return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
@@ -74,10 +83,8 @@ def run_demo(stack: EmbeddedStack) -> int:
     )
 
     print("== 3/4 dbt build (seeds, models, tests)", flush=True)
-    run_dbt(["seed"], env)
-    # Unit tests of incremental models read the columns of `this`, so those models (and what
-    # they read) must exist, empty if new, before `dbt build` runs the tests.
-    run_dbt(["run", "--empty", "--select", "+config.materialized:incremental"], env)
+    for step in DBT_PREPARE_STEPS:
+        run_dbt(step, env)
     results = run_dbt(["build"], env)
 
     print("== 4/4 summary", flush=True)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 LOCK_FILE_NAME = "eventhouse-server.lock"
 POOL_SIZE = 16
 DEFAULT_SESSION_TIMEOUT = 60.0
+SESSION_LOCK_WAIT_S = 2.0
 MAX_SESSION_TIMEOUT = 3600.0
 
 
@@ -217,8 +218,11 @@ class ChdbEngine:
                     raise ClickHouseError(372, f"Session {session_id} not found")
                 session = Session(session_id, self.new_handle(), timeout)
                 self._sessions[session_id] = session
-            if not session.lock.acquire(blocking=False):
-                raise ClickHouseError(373, f"Session {session_id} is locked by a concurrent client")
+        # A client may send its next request the moment it has read a response, while the
+        # thread that wrote the response is still releasing the session: wait a little before
+        # calling the session locked (a real concurrent query still gets the error).
+        if not session.lock.acquire(timeout=SESSION_LOCK_WAIT_S):
+            raise ClickHouseError(373, f"Session {session_id} is locked by a concurrent client")
         try:
             session.timeout = timeout
             session.tainted = False

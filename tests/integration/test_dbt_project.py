@@ -9,18 +9,26 @@ import uuid
 import pytest
 
 from eventhouse.config import REPO_ROOT
-from eventhouse.demo import dbt_executable
+from eventhouse.demo import DBT_PREPARE_STEPS, dbt_executable
+from ingestion.raw_tables import ensure_tables
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
 def dbt_env(embedded_stack, tmp_path):
+    """A dbt database and an (empty) raw database of the test's own, prepared for `dbt build`."""
     database = f"dbt_{uuid.uuid4().hex[:8]}"
     env = embedded_stack.env
     env["EVENTHOUSE_CLICKHOUSE_DATABASE"] = database
+    env["EVENTHOUSE_RAW_DATABASE"] = f"raw_{database}"
+    ensure_tables(embedded_stack.client(), env["EVENTHOUSE_RAW_DATABASE"])
+    for step in DBT_PREPARE_STEPS:
+        prepared = _dbt(step, env, tmp_path)
+        assert prepared.returncode == 0, prepared.stdout[-3000:]
     yield env, database, tmp_path
     embedded_stack.client().command(f"DROP DATABASE IF EXISTS {database}")
+    embedded_stack.client().command(f"DROP DATABASE IF EXISTS raw_{database}")
 
 
 def _dbt(args: list[str], env: dict, target_path) -> subprocess.CompletedProcess:
