@@ -19,7 +19,6 @@ from pathlib import Path
 from eventhouse.config import REPO_ROOT, load_settings, stack_env
 from stack.lifecycle import EmbeddedStack
 
-
 # What a database needs before its first `dbt build`: seeds, and the incremental models (with
 # what they read) created empty, because unit tests of an incremental model read the columns
 # of `this`. Harmless on a database that has them already.

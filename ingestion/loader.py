@@ -33,12 +33,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from kafka import ConsumerRebalanceListener
 
 from eventhouse.config import Settings
 from ingestion.contract import ContractError, validate
-from ingestion.raw_tables import DEAD_LETTER_COLUMNS, RAW_COLUMNS, ensure_tables, raw_table
+from ingestion.raw_tables import DEAD_LETTER_COLUMNS, RAW_COLUMNS, encode_raw_row, ensure_tables, raw_table
 from ingestion.topics import DOMAINS, TOPICS_BY_NAME, ensure_topics, topics_for_domains
 
 log = logging.getLogger(__name__)
@@ -494,28 +493,8 @@ class Loader:
             state.max_event_lag_ms = max(state.max_event_lag_ms, (now - envelope.ts).total_seconds() * 1000)
             state.row_count += 1
             encode_started = time.perf_counter()
-            state.body += orjson.dumps(
-                {
-                    "event_id": envelope.event_id,
-                    "event_type": envelope.event_type,
-                    "schema_version": envelope.schema_version,
-                    "user_id": envelope.user_id,
-                    "session_id": envelope.session_id,
-                    "source_service": envelope.source_service,
-                    "source_host": envelope.source_host,
-                    "ts": envelope.ts_text,
-                    "ingested_at": ingested,
-                    "sequence": envelope.sequence,
-                    "dedupe_key": envelope.dedupe_key,
-                    # Kept as an object: ClickHouse stores its JSON text in the String column
-                    # (input_format_json_read_objects_as_strings), saving a second encoding here.
-                    "payload": envelope.payload,
-                    "kafka_topic": state.topic,
-                    "kafka_partition": state.partition,
-                    "kafka_offset": message.offset,
-                    "kafka_topic_id": state.topic_id,
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
+            state.body += encode_raw_row(
+                envelope, ingested, state.topic, state.partition, message.offset, state.topic_id
             )
             self.stats.encode_s += time.perf_counter() - encode_started
         if state.forced_end is not None and message.offset >= state.forced_end:

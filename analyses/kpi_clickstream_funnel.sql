@@ -1,0 +1,36 @@
+-- The session funnel summed over a date range, with its percentages recomputed for the range.
+with funnel_days as (
+
+    select * from {{ ref('clickstream_session_funnel') }}
+    where metric_date between toDate('{{ var("kpi_start_date") }}') and toDate('{{ var("kpi_end_date") }}')
+
+),
+
+range_totals as (
+
+    select
+        stage_order,
+        funnel_stage,
+        sum(session_count) as session_count
+    from funnel_days
+    group by stage_order, funnel_stage
+
+),
+
+final as (
+
+    select
+        stage_order,
+        funnel_stage,
+        session_count,
+        round(
+            100 * session_count
+            / nullIf(sumIf(session_count, stage_order in (1, 2)) over (), 0),
+            2
+        ) as percentage
+    from range_totals
+
+)
+
+select * from final
+order by stage_order

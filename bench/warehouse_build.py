@@ -1,0 +1,213 @@
+"""dbt build times and KPI query latency at scale, on the embedded stack.
+
+Generates events with the game/economy simulator, the YOOCHOOSE-layout sample generator and
+the order simulator, and writes them into the raw tables in exactly the loader's row format
+(`encode_raw_row`) without going through Kafka: this benchmark is about the warehouse, and the
+loader's own throughput is measured in `bench/loader_throughput.py`. Then:
+
+1. `dbt build` on the fresh database (seeds, every model, data and unit tests): full build;
+2. `--incremental-events` more events (a later week of players, new clickstream sessions), then
+   `dbt build` again: the incremental build;
+3. the KPI queries in `analyses/`, compiled by dbt, each run `--query-repeats` times: p50, p95.
+
+    python -m bench.warehouse_build [--events 10000000] [--incremental-events 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+
+import clickhouse_connect
+import orjson
+
+from bench.common import embedded_stack
+from eventhouse.config import REPO_ROOT, load_settings
+from eventhouse.demo import DBT_PREPARE_STEPS, dbt_executable
+from ingestion.contract import validate
+from ingestion.producers.game_sim import SimulationConfig, simulate
+from ingestion.producers.orders import OrdersConfig, simulate_orders
+from ingestion.producers.yoochoose import ReplaySummary, merged_events, write_sample
+from ingestion.raw_tables import RAW_COLUMNS, encode_raw_row, ensure_tables, raw_table
+from ingestion.topics import topic_for
+
+RAW_DATABASE = "eventhouse_raw"
+INSERT_ROWS = 250_000
+# Measured on the default simulator runs: events per simulated player-day, per YOOCHOOSE-layout
+# sample session, per order.
+EVENTS_PER_PLAYER_DAY = 60
+EVENTS_PER_SESSION = 6.3
+EVENTS_PER_ORDER = 4.7
+KPI_QUERIES = ["kpi_clickstream_daily_metrics", "kpi_clickstream_funnel", "kpi_clickstream_top_items"]
+
+
+class RawWriter:
+    """Buffers raw rows per table and inserts them in large blocks."""
+
+    def __init__(self, client):
+        self.client = client
+        self.bodies: dict[str, bytearray] = defaultdict(bytearray)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.offsets: dict[str, int] = defaultdict(int)
+        self.written = 0
+
+    def add(self, event: dict) -> None:
+        envelope = validate(orjson.dumps(event))
+        spec = topic_for(envelope.event_type)
+        offset = self.offsets[spec.name]
+        self.offsets[spec.name] = offset + 1
+        table = raw_table(spec.domain)
+        self.bodies[table] += encode_raw_row(
+            envelope, envelope.ingested_at_text or envelope.ts_text, spec.name, 0, offset, "bench"
+        )
+        self.counts[table] += 1
+        if self.counts[table] >= INSERT_ROWS:
+            self.flush(table)
+
+    def flush(self, table: str | None = None) -> None:
+        for name in [table] if table else list(self.bodies):
+            if not self.counts[name]:
+                continue
+            self.client.raw_insert(
+                f"`{RAW_DATABASE}`.`{name}`",
+                column_names=list(RAW_COLUMNS),
+                insert_block=bytes(self.bodies[name]),
+                fmt="JSONEachRow",
+                settings={"input_format_json_read_objects_as_strings": 1},
+            )
+            self.written += self.counts[name]
+            self.bodies[name] = bytearray()
+            self.counts[name] = 0
+
+
+def clickstream_events(sessions: int, seed: int, name: str, work: Path) -> Iterable[dict]:
+    clicks, buys = write_sample(work / name, sessions=sessions, seed=seed)
+    # event ids come from (file name, line): distinct names keep two generated files distinct
+    clicks = clicks.rename(clicks.with_name(f"{name}-clicks.dat"))
+    buys = buys.rename(buys.with_name(f"{name}-buys.dat"))
+    return merged_events(clicks, buys, ReplaySummary())
+
+
+def generate(writer: RawWriter, events: int, work: Path) -> dict[str, int]:
+    players = max(1, round(events * 0.55 / (EVENTS_PER_PLAYER_DAY * 28)))
+    sessions = max(1, round(events * 0.40 / EVENTS_PER_SESSION))
+    orders = max(1, round(events * 0.05 / EVENTS_PER_ORDER))
+    before = writer.written
+    for event in simulate(SimulationConfig(users=players, days=28, start=date(2026, 10, 1), seed=101)):
+        writer.add(event)
+    for event in clickstream_events(sessions, 2015, "base", work):
+        writer.add(event)
+    for event in simulate_orders(OrdersConfig(orders=orders, users=max(1, orders // 4), days=28, seed=103)):
+        writer.add(event)
+    writer.flush()
+    return {"players": players, "clickstream_sessions": sessions, "orders": orders, "events": writer.written - before}
+
+
+def generate_increment(writer: RawWriter, events: int, work: Path) -> int:
+    before = writer.written
+    players = max(1, round(events * 0.6 / (EVENTS_PER_PLAYER_DAY * 7)))
+    start = date(2026, 10, 1) + timedelta(days=28)
+    for event in simulate(SimulationConfig(users=players, days=7, start=start, seed=202)):
+        writer.add(event)
+    for event in clickstream_events(max(1, round(events * 0.4 / EVENTS_PER_SESSION)), 4030, "increment", work):
+        writer.add(event)
+    writer.flush()
+    return writer.written - before
+
+
+def dbt(args: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [dbt_executable(), *args, "--project-dir", str(REPO_ROOT), "--profiles-dir", str(REPO_ROOT)],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"dbt {' '.join(args)} failed:\n{result.stdout[-4000:]}")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--incremental-events", type=int, default=100_000)
+    parser.add_argument("--query-repeats", type=int, default=30)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="eventhouse-warehouse-bench-"))
+    with embedded_stack("eventhouse-warehouse-bench-") as env:
+        env["DBT_TARGET_PATH"] = str(work / "target")
+        env["DBT_LOG_PATH"] = str(work / "logs")
+        settings = load_settings(env)
+        client = clickhouse_connect.get_client(
+            **{**settings.clickhouse.client_kwargs(), "database": "default"}, send_receive_timeout=3600
+        )
+        ensure_tables(client, RAW_DATABASE)
+        writer = RawWriter(client)
+
+        started = time.perf_counter()
+        generated = generate(writer, args.events, work)
+        generate_s = time.perf_counter() - started
+        print(f"generated and inserted {generated['events']} events in {generate_s:.0f} s", flush=True)
+
+        prepare_s = sum(dbt(step, env) for step in DBT_PREPARE_STEPS)
+        full_s = dbt(["build"], env)
+        print(f"full dbt build {full_s:.1f} s", flush=True)
+
+        increment = generate_increment(writer, args.incremental_events, work)
+        incremental_s = dbt(["build"], env)
+        print(f"incremental dbt build after {increment} events {incremental_s:.1f} s", flush=True)
+
+        dbt(["compile", "--select", *KPI_QUERIES], env)
+        compiled = work / "target" / "compiled" / "eventhouse" / "analyses"
+        warehouse = clickhouse_connect.get_client(**settings.clickhouse.client_kwargs())
+        queries = {}
+        for name in KPI_QUERIES:
+            sql = (compiled / f"{name}.sql").read_text()
+            timings = []
+            for _ in range(args.query_repeats):
+                began = time.perf_counter()
+                rows = warehouse.query(sql).result_rows
+                timings.append((time.perf_counter() - began) * 1000)
+            timings.sort()
+            queries[name] = {
+                "rows": len(rows),
+                "p50_ms": round(statistics.median(timings), 1),
+                "p95_ms": round(timings[int(len(timings) * 0.95) - 1], 1),
+            }
+        sizes = dict(
+            warehouse.query(
+                "SELECT name, total_rows FROM system.tables WHERE database = {db:String} AND total_rows IS NOT NULL",
+                parameters={"db": settings.clickhouse.database},
+            ).result_rows
+        )
+
+    report = {
+        "events": generated["events"],
+        "generated_from": generated,
+        "generate_and_insert_s": round(generate_s, 1),
+        "dbt_prepare_s": round(prepare_s, 1),
+        "dbt_build_full_s": round(full_s, 1),
+        "incremental_events": increment,
+        "dbt_build_incremental_s": round(incremental_s, 1),
+        "kpi_queries": queries,
+        "table_rows": {k: sizes[k] for k in ("fct_events", "fct_sessions", "dim_users", "dim_items") if k in sizes},
+    }
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
