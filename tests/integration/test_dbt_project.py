@@ -92,3 +92,19 @@ def test_failing_dbt_test_fails_the_build(embedded_stack, dbt_env):
     assert result.returncode == 1
     assert "unique_stg_game_catalog__stages_stage_key" in result.stdout
     assert "FAIL 1" in result.stdout
+
+
+def test_dbt_docs_generate_documents_every_model(dbt_env):
+    env, _, target = dbt_env
+    assert _dbt(["build"], env, target).returncode == 0
+    result = _dbt(["docs", "generate"], env, target)
+    assert result.returncode == 0, result.stdout[-3000:]
+    manifest = json.loads((target / "manifest.json").read_text())
+    catalog = json.loads((target / "catalog.json").read_text())
+    models = {uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] == "model"}
+    assert len(models) >= 17
+    for uid, node in models.items():
+        assert node["description"].strip(), f"{uid} has no description"
+        built = catalog["nodes"][uid]["columns"]
+        undocumented = [c for c in built if not node["columns"].get(c, {}).get("description")]
+        assert not undocumented, f"{uid}: columns without a description: {undocumented}"

@@ -122,11 +122,11 @@ with events as (
 
 {% else %}
 
-events_to_sessionize as (
+    events_to_sessionize as (
 
-    select * from events
+        select * from events
 
-),
+    ),
 
 {% endif %}
 
