@@ -59,8 +59,11 @@ def test_dbt_build_creates_and_tests_the_first_chain(embedded_stack, dbt_env):
     assert statuses["seed.eventhouse.game_stages"] == "success"
     assert statuses["model.eventhouse.stg_game_catalog__stages"] == "success"
     assert statuses["model.eventhouse.dim_stages"] == "success"
-    tests = [s for uid, s in statuses.items() if uid.startswith("test.")]
-    assert len(tests) >= 10 and set(tests) == {"pass"}
+    tests = {uid: s for uid, s in statuses.items() if uid.startswith(("test.", "unit_test."))}
+    # The raw tables are empty here, so only the recency check (severity warn) may complain.
+    warned = {uid for uid, s in tests.items() if s == "warn"}
+    assert all(uid.startswith("test.eventhouse.recency_fct_events") for uid in warned), warned
+    assert len(tests) >= 100 and set(tests.values()) - {"warn"} == {"pass"}
 
     client = embedded_stack.client(database=database)
     engines = dict(
