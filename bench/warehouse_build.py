@@ -137,6 +137,13 @@ def dbt(args: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def slowest_nodes(work: Path, top: int = 10) -> dict[str, float]:
+    """The dbt nodes of the last run that took longest (dbt runs up to 4 at once)."""
+    results = json.loads((work / "target" / "run_results.json").read_text())["results"]
+    ranked = sorted(results, key=lambda r: r["execution_time"], reverse=True)[:top]
+    return {r["unique_id"].split(".", 2)[-1]: round(r["execution_time"], 1) for r in ranked}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -163,10 +170,12 @@ def main() -> None:
 
         prepare_s = sum(dbt(step, env) for step in DBT_PREPARE_STEPS)
         full_s = dbt(["build"], env)
+        full_slowest = slowest_nodes(work)
         print(f"full dbt build {full_s:.1f} s", flush=True)
 
         increment = generate_increment(writer, args.incremental_events, work)
         incremental_s = dbt(["build"], env)
+        incremental_slowest = slowest_nodes(work)
         print(f"incremental dbt build after {increment} events {incremental_s:.1f} s", flush=True)
 
         dbt(["compile", "--select", *KPI_QUERIES], env)
@@ -201,6 +210,8 @@ def main() -> None:
         "dbt_build_full_s": round(full_s, 1),
         "incremental_events": increment,
         "dbt_build_incremental_s": round(incremental_s, 1),
+        "full_build_slowest_nodes_s": full_slowest,
+        "incremental_build_slowest_nodes_s": incremental_slowest,
         "kpi_queries": queries,
         "table_rows": {k: sizes[k] for k in ("fct_events", "fct_sessions", "dim_users", "dim_items") if k in sizes},
     }

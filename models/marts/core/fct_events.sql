@@ -1,6 +1,8 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='event_id',
         engine='MergeTree()',
         partition_by='toYYYYMM(event_date)',
         order_by='(domain, event_date, event_type, event_id)'
@@ -9,6 +11,8 @@
 
 -- One row per distinct event of every domain, with conformed keys. `latency_ms` is how long the
 -- pipeline took to receive the event after the client stamped it (server/ingest time minus ts).
+-- Incremental: events loaded since the last run (less `fct_events_lookback_hours`) replace
+-- their rows by event_id, so a re-delivered event's latest version wins as in a full refresh.
 
 with clicks as (
 
@@ -155,6 +159,15 @@ final as (
         dateDiff('millisecond', ts, ingested_at) as latency_ms,
         toBool(latency_ms > {{ var('late_event_threshold_seconds') }} * 1000) as is_late
     from unioned
+    {% if is_incremental() %}
+        -- (an empty table, e.g. after `dbt run --empty`, makes every event new)
+        where loaded_at > (
+                select
+                    if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
+                    - toIntervalHour({{ var('fct_events_lookback_hours') }})
+                from {{ this }} as built_events
+            )
+    {% endif %}
 
 )
 
