@@ -11,7 +11,7 @@
 
 -- One row per distinct event of every domain, with conformed keys. `latency_ms` is how long the
 -- pipeline took to receive the event after the client stamped it (server/ingest time minus ts).
--- Incremental: events loaded since the last run (less `fct_events_lookback_hours`) replace
+-- Incremental: events loaded since the last run (less `fct_events_lookback_minutes`) replace
 -- their rows by event_id, so a re-delivered event's latest version wins as in a full refresh.
 
 with clicks as (
@@ -164,7 +164,7 @@ final as (
         where loaded_at > (
                 select
                     if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
-                    - toIntervalHour({{ var('fct_events_lookback_hours') }})
+                    - toIntervalMinute({{ var('fct_events_lookback_minutes') }})
                 from {{ this }} as built_events
             )
     {% endif %}
