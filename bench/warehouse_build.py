@@ -22,71 +22,28 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 
 import clickhouse_connect
-import orjson
 
 from bench.common import embedded_stack
 from eventhouse.config import REPO_ROOT, load_settings
 from eventhouse.demo import DBT_PREPARE_STEPS, dbt_executable
-from ingestion.contract import validate
 from ingestion.producers.game_sim import SimulationConfig, simulate
 from ingestion.producers.orders import OrdersConfig, simulate_orders
 from ingestion.producers.yoochoose import ReplaySummary, merged_events, write_sample
-from ingestion.raw_tables import RAW_COLUMNS, encode_raw_row, ensure_tables, raw_table
-from ingestion.topics import topic_for
+from ingestion.raw_tables import ensure_tables
+from ingestion.raw_writer import RawWriter
 
 RAW_DATABASE = "eventhouse_raw"
-INSERT_ROWS = 250_000
 # Measured on the default simulator runs: events per simulated player-day, per YOOCHOOSE-layout
 # sample session, per order.
 EVENTS_PER_PLAYER_DAY = 60
 EVENTS_PER_SESSION = 6.3
 EVENTS_PER_ORDER = 4.7
 KPI_QUERIES = ["kpi_clickstream_daily_metrics", "kpi_clickstream_funnel", "kpi_clickstream_top_items"]
-
-
-class RawWriter:
-    """Buffers raw rows per table and inserts them in large blocks."""
-
-    def __init__(self, client):
-        self.client = client
-        self.bodies: dict[str, bytearray] = defaultdict(bytearray)
-        self.counts: dict[str, int] = defaultdict(int)
-        self.offsets: dict[str, int] = defaultdict(int)
-        self.written = 0
-
-    def add(self, event: dict) -> None:
-        envelope = validate(orjson.dumps(event))
-        spec = topic_for(envelope.event_type)
-        offset = self.offsets[spec.name]
-        self.offsets[spec.name] = offset + 1
-        table = raw_table(spec.domain)
-        self.bodies[table] += encode_raw_row(
-            envelope, envelope.ingested_at_text or envelope.ts_text, spec.name, 0, offset, "bench"
-        )
-        self.counts[table] += 1
-        if self.counts[table] >= INSERT_ROWS:
-            self.flush(table)
-
-    def flush(self, table: str | None = None) -> None:
-        for name in [table] if table else list(self.bodies):
-            if not self.counts[name]:
-                continue
-            self.client.raw_insert(
-                f"`{RAW_DATABASE}`.`{name}`",
-                column_names=list(RAW_COLUMNS),
-                insert_block=bytes(self.bodies[name]),
-                fmt="JSONEachRow",
-                settings={"input_format_json_read_objects_as_strings": 1},
-            )
-            self.written += self.counts[name]
-            self.bodies[name] = bytearray()
-            self.counts[name] = 0
 
 
 def clickstream_events(sessions: int, seed: int, name: str, work: Path) -> Iterable[dict]:
@@ -162,7 +119,7 @@ def main() -> None:
             **{**settings.clickhouse.client_kwargs(), "database": "default"}, send_receive_timeout=3600
         )
         ensure_tables(client, RAW_DATABASE)
-        writer = RawWriter(client)
+        writer = RawWriter(client, RAW_DATABASE, source="bench")
 
         started = time.perf_counter()
         generated = generate(writer, args.events, work)

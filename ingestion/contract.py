@@ -120,6 +120,8 @@ REGISTRY: dict[str, EventType] = _types(
     EventType("auth.signup", "economy", 1, {}, {"country": "string", "platform": "string", "persona": "string"}),
     EventType("auth.login", "economy", 1, {}, {"platform": "string"}),
     EventType("auth.logout", "economy", 1, {}),
+    # a player changed their profile (moved country, switched device); carries the changed fields
+    EventType("auth.profile_updated", "economy", 1, {}, {"country": "string", "platform": "string"}),
     EventType(
         "event.progress", "economy", 1, {"live_event_id": "string", "progress_version": "int", "progress": "int"}
     ),

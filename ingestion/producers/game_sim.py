@@ -39,6 +39,8 @@ MAX_LATE = timedelta(hours=3)
 GOLD_BUNDLES = (("gold_500", 500, 99), ("gold_2800", 2800, 499), ("gold_6000", 6000, 999), ("gold_20000", 20000, 2999))
 PLATFORMS = ("ios", "android", "web")
 COUNTRIES = ("KR", "US", "JP", "DE", "BR", "GB", "FR", "IN")
+# chance per play day (after signup) that a player changes profile before playing
+PROFILE_CHANGE_RATE = 0.04
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class _Player:
     platform: str
     clock_skew: timedelta
     whale: bool
+    country: str = ""
     chapter: int = 1
     stage: int = 1
     gold: int = 200
@@ -123,6 +126,8 @@ class _Simulation:
         self.config = config
         self.summary = summary
         self.rng = random.Random(config.seed)
+        # profile changes draw from their own stream so they do not reshuffle everything else
+        self.profile_rng = random.Random(config.seed + 1)
         self.max_scores = load_stage_max_scores()
         self.queue = DeliveryQueue()
         self.origin = datetime(config.start.year, config.start.month, config.start.day, tzinfo=UTC)
@@ -217,17 +222,33 @@ class _Simulation:
                 continue
             if day == player.signup_day:
                 signup_at = day_start + timedelta(hours=self.rng.uniform(7, 21))
-                payload = {"country": self.rng.choice(COUNTRIES), "platform": player.platform}
+                player.country = self.rng.choice(COUNTRIES)
+                payload = {"country": player.country, "platform": player.platform}
                 payload["persona"] = player.persona.name  # ground truth, for tests of bot detection
                 self._emit(player, "auth.signup", signup_at, payload, session_id=None, client=False)
                 starts = [signup_at + timedelta(minutes=1)]
             else:
                 starts = []
+                self.maybe_update_profile(player, day_start)
             low, high = player.persona.sessions_per_day
             for _ in range(self.rng.randint(low, high) - len(starts)):
                 starts.append(day_start + timedelta(hours=self.rng.uniform(7, 23.5)))
             for start in sorted(starts):
                 self.session(player, start)
+
+    def maybe_update_profile(self, player: _Player, day_start: datetime) -> None:
+        """Now and then a player switches device or moves country before the day's first session."""
+        rng = self.profile_rng
+        if rng.random() >= PROFILE_CHANGE_RATE:
+            return
+        if rng.random() < 0.7:
+            player.platform = rng.choice([p for p in PLATFORMS if p != player.platform])
+            changed = {"platform": player.platform}
+        else:
+            player.country = rng.choice([c for c in COUNTRIES if c != player.country])
+            changed = {"country": player.country}
+        at = day_start + timedelta(hours=rng.uniform(6, 7))
+        self._emit(player, "auth.profile_updated", at, changed, session_id=None, client=False)
 
     # one play session ------------------------------------------------------------------
 

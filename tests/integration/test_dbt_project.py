@@ -3,44 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import uuid
 
 import pytest
 
-from eventhouse.config import REPO_ROOT
-from eventhouse.demo import DBT_PREPARE_STEPS, dbt_executable
-from ingestion.raw_tables import ensure_tables
+from tests.integration.dbt_support import run_dbt as _dbt
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def dbt_env(embedded_stack, tmp_path):
-    """A dbt database and an (empty) raw database of the test's own, prepared for `dbt build`."""
-    database = f"dbt_{uuid.uuid4().hex[:8]}"
-    env = embedded_stack.env
-    env["EVENTHOUSE_CLICKHOUSE_DATABASE"] = database
-    env["EVENTHOUSE_RAW_DATABASE"] = f"raw_{database}"
-    ensure_tables(embedded_stack.client(), env["EVENTHOUSE_RAW_DATABASE"])
-    for step in DBT_PREPARE_STEPS:
-        prepared = _dbt(step, env, tmp_path)
-        assert prepared.returncode == 0, prepared.stdout[-3000:]
-    yield env, database, tmp_path
-    embedded_stack.client().command(f"DROP DATABASE IF EXISTS {database}")
-    embedded_stack.client().command(f"DROP DATABASE IF EXISTS raw_{database}")
-
-
-def _dbt(args: list[str], env: dict, target_path) -> subprocess.CompletedProcess:
-    env = {**env, "DBT_TARGET_PATH": str(target_path), "DBT_LOG_PATH": str(target_path / "logs")}
-    return subprocess.run(
-        [dbt_executable(), *args, "--project-dir", str(REPO_ROOT), "--profiles-dir", str(REPO_ROOT)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=600,
-    )
 
 
 def test_dbt_debug_connects(dbt_env):

@@ -12,12 +12,14 @@
 with clicks as (
 
     select * from {{ ref('stg_clickstream__clicks') }}
+    where {{ not_a_bot_session('session_id') }}
 
 ),
 
 purchases as (
 
     select * from {{ ref('stg_clickstream__purchases') }}
+    where {{ not_a_bot_session('session_id') }}
 
 ),
 

@@ -9,6 +9,7 @@
 -- One row per known user: game players (game and economy events) and commerce customers
 -- (order events). Clickstream visitors are anonymous and have no row. `is_bot` comes from
 -- behaviour (any session flagged by sessionization), never from what a client declared.
+-- Country and platform are the player's current profile (type 1); `snp_users` keeps history.
 
 with game_events as (
 
@@ -61,17 +62,9 @@ players as (
 
 ),
 
-signups as (
+profiles as (
 
-    select
-        user_id,
-        min(ts) as signed_up_at,
-        argMin(country, ts) as country,
-        argMin(platform, ts) as platform,
-        argMin(declared_persona, ts) as declared_persona
-    from economy_events
-    where event_type = 'auth.signup'
-    group by user_id
+    select * from {{ ref('int_user_profiles_current') }}
 
 ),
 
@@ -111,16 +104,16 @@ final as (
     select
         users.user_id,
         users.user_type,
-        signups.signed_up_at,
-        signups.country,
-        signups.platform,
-        signups.declared_persona,
+        profiles.signed_up_at,
+        profiles.country,
+        profiles.platform,
+        profiles.declared_persona,
         users.first_seen_at,
         users.last_seen_at,
         users.event_count,
         toBool(users.user_id in (select bot_users.user_id from bot_users)) as is_bot
     from users
-    left join signups on users.user_id = signups.user_id
+    left join profiles on users.user_id = profiles.user_id
 
 )
 

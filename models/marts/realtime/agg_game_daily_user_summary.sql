@@ -1,0 +1,28 @@
+{{
+    config(
+        materialized='materialized_view',
+        engine='SummingMergeTree()',
+        partition_by='toYYYYMM(event_date)',
+        order_by='(event_date, user_id)'
+    )
+}}
+
+-- Insert-time aggregate (dbt-clickhouse `materialized_view`): the view `agg_game_daily_user_summary_mv`
+-- adds every block the loader inserts into the raw game table to this SummingMergeTree, one row
+-- per (day, player) and block until background merges add the rows up. Read it through
+-- `game_daily_user_summary_live`, which sums again because merges are not guaranteed.
+-- It counts deliveries: the loader's retried batches are dropped by their deduplication token
+-- before they reach the view, but an event a producer sent twice is counted twice here (the
+-- dbt marts count distinct events).
+
+select
+    toDate(ts) as event_date,
+    assumeNotNull(user_id) as user_id,
+    toUInt64(count()) as event_count,
+    toUInt64(countIf(event_type = 'game.stage_start')) as stage_start_count,
+    toUInt64(countIf(event_type = 'game.stage_clear')) as stage_clear_count,
+    toUInt64(countIf(event_type = 'game.stage_fail')) as stage_fail_count,
+    toUInt64(countIf(event_type = 'game.item_use')) as item_use_count,
+    toUInt64(sumIf(JSONExtractUInt(payload, 'duration_ms'), event_type = 'game.session_end')) as play_time_ms
+from {{ source('raw', 'raw_game_events') }}
+group by event_date, user_id

@@ -1,0 +1,28 @@
+{{
+    config(
+        materialized='materialized_view',
+        engine='AggregatingMergeTree()',
+        order_by='(chapter_number, stage_number)'
+    )
+}}
+
+-- Insert-time aggregate (dbt-clickhouse `materialized_view`): per stage, aggregate-function
+-- states that the view `agg_game_stage_difficulty_mv` adds for every block inserted into the raw
+-- game table. Read it through `game_stage_difficulty_live` (the -Merge combinators), never
+-- directly. Attempts, clears, fails and players are exact distinct counts (uniqExact of the
+-- event id / user), so an event delivered twice still counts once; the clear-time quantiles
+-- are over deliveries.
+
+select
+    JSONExtract(payload, 'chapter', 'UInt8') as chapter_number,
+    JSONExtract(payload, 'stage', 'UInt8') as stage_number,
+    uniqExactIfState(event_id, event_type = 'game.stage_start') as attempts_state,
+    uniqExactIfState(event_id, event_type = 'game.stage_clear') as clears_state,
+    uniqExactIfState(event_id, event_type = 'game.stage_fail') as fails_state,
+    uniqExactIfState(user_id, event_type = 'game.stage_start') as players_state,
+    quantilesExactIfState(0.5, 0.9)(
+        JSONExtract(payload, 'clear_time_ms', 'UInt32'), event_type = 'game.stage_clear'
+    ) as clear_time_quantiles_state
+from {{ source('raw', 'raw_game_events') }}
+where event_type in ('game.stage_start', 'game.stage_clear', 'game.stage_fail')
+group by chapter_number, stage_number

@@ -1,0 +1,45 @@
+{{ config(materialized='view') }}
+
+-- The insert-time stage difficulty as it stands right now, one row per played stage: merges
+-- the aggregate states with the -Merge combinators (parts not yet merged hold partial states).
+-- Includes bots: it is computed at insert time, before any bot flag exists.
+
+with stage_states as (
+
+    select * from {{ ref('agg_game_stage_difficulty') }}
+
+),
+
+merged as (
+
+    select
+        chapter_number,
+        stage_number,
+        uniqExactIfMerge(attempts_state) as attempts,
+        uniqExactIfMerge(clears_state) as clears,
+        uniqExactIfMerge(fails_state) as fails,
+        uniqExactIfMerge(players_state) as players,
+        quantilesExactIfMerge(0.5, 0.9)(clear_time_quantiles_state) as clear_time_quantiles
+    from stage_states
+    group by chapter_number, stage_number
+
+),
+
+final as (
+
+    select
+        chapter_number,
+        stage_number,
+        toUInt16(chapter_number) * 100 + stage_number as stage_key,
+        attempts,
+        clears,
+        fails,
+        players,
+        if(attempts = 0, null, round(clears / attempts, 4)) as clear_rate,
+        if(clears = 0, null, clear_time_quantiles[1]) as median_clear_time_ms,
+        if(clears = 0, null, clear_time_quantiles[2]) as p90_clear_time_ms
+    from merged
+
+)
+
+select * from final
