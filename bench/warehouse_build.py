@@ -43,7 +43,16 @@ RAW_DATABASE = "eventhouse_raw"
 EVENTS_PER_PLAYER_DAY = 60
 EVENTS_PER_SESSION = 6.3
 EVENTS_PER_ORDER = 4.7
-KPI_QUERIES = ["kpi_clickstream_daily_metrics", "kpi_clickstream_funnel", "kpi_clickstream_top_items"]
+KPI_QUERIES = [
+    "kpi_clickstream_daily_metrics",
+    "kpi_clickstream_funnel",
+    "kpi_clickstream_top_items",
+    "kpi_active_users_7d",
+    "kpi_claim_conversion",
+    "kpi_whales",
+    "kpi_anomalies_last_7_days",
+    "kpi_stage_difficulty_live",
+]
 
 
 def clickstream_events(sessions: int, seed: int, name: str, work: Path) -> Iterable[dict]:
@@ -158,10 +167,11 @@ def main() -> None:
             }
         # count(), not system.tables.total_rows: rows removed by delete+insert's lightweight
         # deletes stay in total_rows until a merge rewrites their parts
-        sizes = {
-            table: int(warehouse.command(f"SELECT count() FROM `{table}`"))
-            for table in ("fct_events", "fct_sessions", "dim_users", "dim_items")
-        }
+        tables = warehouse.query(
+            "SELECT name FROM system.tables WHERE database = currentDatabase() "
+            "AND engine LIKE '%MergeTree' ORDER BY name"
+        ).result_rows
+        sizes = {name: int(warehouse.command(f"SELECT count() FROM `{name}`")) for (name,) in tables}
 
     report = {
         "events": generated["events"],

@@ -24,6 +24,7 @@ expected_daily as (
         event_date,
         user_id,
         count() as event_count,
+        countIf(event_type = 'game.session_start') as session_count,
         countIf(event_type = 'game.stage_start') as stage_start_count,
         countIf(event_type = 'game.stage_clear') as stage_clear_count,
         countIf(event_type = 'game.stage_fail') as stage_fail_count,
@@ -43,8 +44,11 @@ daily_differences as (
 
     select
         'daily_user_summary' as aggregate_name,
-        concat(toString(coalesce(expected_daily.event_date, live_daily.event_date)), ' ',
-            coalesce(expected_daily.user_id, live_daily.user_id)) as aggregate_key
+        concat(
+            toString(coalesce(expected_daily.event_date, live_daily.event_date)),
+            ' ',
+            coalesce(expected_daily.user_id, live_daily.user_id)
+        ) as aggregate_key
     from expected_daily
     full outer join live_daily
         on expected_daily.event_date = live_daily.event_date and expected_daily.user_id = live_daily.user_id
@@ -52,6 +56,7 @@ daily_differences as (
         expected_daily.event_count is null
         or live_daily.event_count is null
         or expected_daily.event_count != live_daily.event_count
+        or expected_daily.session_count != live_daily.session_count
         or expected_daily.stage_start_count != live_daily.stage_start_count
         or expected_daily.stage_clear_count != live_daily.stage_clear_count
         or expected_daily.stage_fail_count != live_daily.stage_fail_count

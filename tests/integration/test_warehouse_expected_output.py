@@ -44,8 +44,39 @@ MARTS = {
     "clickstream_popular_items": "metric_date, item_id",
     "clickstream_popular_categories": "metric_date, category",
     "clickstream_trending_items": "as_of_date, trend_rank",
+    "clickstream_anomalies": "session_id, anomaly_type, window_start",
+    "game_anomalies": "anomaly_type, user_id, window_start, event_id",
+    "latency_daily": "event_date, domain",
+    "latency_late_events": "event_id",
+    "game_pipeline_data_quality": "event_date",
+    "kpi_daily": "metric_date",
+    "kpi_anomalies": "metric_date, kpi_name",
+    "fct_anomalies": "anomaly_id",
+    "economy_daily_kpis": "metric_date",
+    "economy_user_daily_gold": "activity_date, user_id",
+    "economy_event_completion": "live_event_id",
+    "economy_mission_completion": "mission_id",
+    "economy_whales": "user_id",
+    "economy_duplicate_claims": "claim_event_type, user_id, claim_entity_id, progress_version",
+    "fct_orders": "order_id",
+    "commerce_daily_sales": "order_date",
+    "commerce_hourly_sales": "order_hour",
+    "commerce_order_status_distribution": "order_status",
+    "commerce_stats": "total_orders",
+    "user_retention": "user_type, cohort_date",
+    "user_retention_weekly": "user_type, cohort_week, weeks_since_first_seen",
+    "engagement_active_users": "user_type, activity_date",
+    "game_stage_difficulty": "stage_key",
+    "game_mode_split": "event_date, game_mode",
+    "game_time_attack_leaderboard": "leaderboard_rank",
+    "game_daily_user_summary": "event_date, user_id",
+    "game_chapter_clear_rates": "event_date, chapter_number",
+    "snp_users": "user_id, dbt_valid_from",
+    "snp_order_status": "order_id, dbt_valid_from",
 }
-RUN_TIME_COLUMNS = {"loaded_at", "max_loaded_at"}
+# When a row was computed, not what it says. (The insert-time aggregates count deliveries, and
+# this case re-delivers events on purpose: tests/integration/test_realtime_aggregates.py.)
+RUN_TIME_COLUMNS = {"loaded_at", "max_loaded_at", "detected_at"}
 
 
 def _dbt(args: list[str], env: dict[str, str], target: Path) -> None:
@@ -90,19 +121,23 @@ def test_marts_match_expected_output_through_late_and_redelivered_batches(own_st
     env = own_stack.env
     client = own_stack.client(database="eventhouse")
 
-    assert _load(BATCHES[0], env)["rows_loaded"] == 17
+    # (a restarted loader may re-read a message it had already written; ClickHouse drops the
+    # repeat by its deduplication token, so the distinct events below are what must add up)
+    assert _load(BATCHES[0], env)["rows_loaded"] >= 164
     for step in DBT_PREPARE_STEPS:
         _dbt(step, env, tmp_path)
     _dbt(["build", "--full-refresh"], env, tmp_path)
     sessions_before = client.command("SELECT count() FROM fct_sessions WHERE domain = 'game'")
 
-    assert _load(BATCHES[1], env)["rows_loaded"] == 5
+    assert _load(BATCHES[1], env)["rows_loaded"] >= 8
     _dbt(["build"], env, tmp_path)
     # The late heartbeat bridged u1's two game sessions into one.
     assert client.command("SELECT count() FROM fct_sessions WHERE domain = 'game'") == sessions_before - 1
 
-    assert _load(BATCHES[2], env)["rows_loaded"] == 6
+    assert _load(BATCHES[2], env)["rows_loaded"] >= 9
     _dbt(["build"], env, tmp_path)
+    # 181 lines, 3 of them re-deliveries of events already loaded: 178 distinct events
+    assert client.command("SELECT count() FROM fct_events") == 178
 
     incremental = {table: _table_csv(client, table, order) for table, order in MARTS.items()}
     _dbt(["build", "--full-refresh"], env, tmp_path)

@@ -111,7 +111,8 @@ unioned as (
         cast(null, 'Nullable(UInt16)') as stage_key,
         cast(null, 'Nullable(String)') as order_id,
         cast(
-            if(event_type = 'shop.purchase' and purchase_status = 'completed', price_cents / 100, null),
+            -- decimal arithmetic: price_cents / 100 would go through a float and lose cents
+            if(event_type = 'shop.purchase' and purchase_status = 'completed', toDecimal64(price_cents, 2) / 100, null),
             'Nullable(Decimal64(2))'
         ) as revenue,
         ts,

@@ -2,6 +2,7 @@
     config(
         materialized='materialized_view',
         engine='SummingMergeTree()',
+        on_schema_change='append_new_columns',
         partition_by='toYYYYMM(event_date)',
         order_by='(event_date, user_id)'
     )
@@ -19,6 +20,7 @@ select
     toDate(ts) as event_date,
     assumeNotNull(user_id) as user_id,
     toUInt64(count()) as event_count,
+    toUInt64(countIf(event_type = 'game.session_start')) as session_count,
     toUInt64(countIf(event_type = 'game.stage_start')) as stage_start_count,
     toUInt64(countIf(event_type = 'game.stage_clear')) as stage_clear_count,
     toUInt64(countIf(event_type = 'game.stage_fail')) as stage_fail_count,

@@ -2,6 +2,7 @@
     config(
         materialized='materialized_view',
         engine='AggregatingMergeTree()',
+        on_schema_change='append_new_columns',
         order_by='(chapter_number, stage_number)'
     )
 }}
@@ -20,7 +21,7 @@ select
     uniqExactIfState(event_id, event_type = 'game.stage_clear') as clears_state,
     uniqExactIfState(event_id, event_type = 'game.stage_fail') as fails_state,
     uniqExactIfState(user_id, event_type = 'game.stage_start') as players_state,
-    quantilesExactIfState(0.5, 0.9)(
+    quantilesExactIfState(0.5, 0.9)(  -- noqa: LT01
         JSONExtract(payload, 'clear_time_ms', 'UInt32'), event_type = 'game.stage_clear'
     ) as clear_time_quantiles_state
 from {{ source('raw', 'raw_game_events') }}

@@ -15,6 +15,7 @@ final as (
         event_date,
         user_id,
         sum(event_count) as event_count,
+        sum(session_count) as session_count,
         sum(stage_start_count) as stage_start_count,
         sum(stage_clear_count) as stage_clear_count,
         sum(stage_fail_count) as stage_fail_count,

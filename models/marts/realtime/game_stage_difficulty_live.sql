@@ -19,7 +19,7 @@ merged as (
         uniqExactIfMerge(clears_state) as clears,
         uniqExactIfMerge(fails_state) as fails,
         uniqExactIfMerge(players_state) as players,
-        quantilesExactIfMerge(0.5, 0.9)(clear_time_quantiles_state) as clear_time_quantiles
+        quantilesExactIfMerge(0.5, 0.9)(clear_time_quantiles_state) as clear_time_quantiles  -- noqa: LT01
     from stage_states
     group by chapter_number, stage_number
 
@@ -35,7 +35,7 @@ final as (
         clears,
         fails,
         players,
-        if(attempts = 0, null, round(clears / attempts, 4)) as clear_rate,
+        if(clears + fails = 0, null, round(clears / (clears + fails), 4)) as clear_rate,
         if(clears = 0, null, clear_time_quantiles[1]) as median_clear_time_ms,
         if(clears = 0, null, clear_time_quantiles[2]) as p90_clear_time_ms
     from merged

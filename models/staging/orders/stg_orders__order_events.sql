@@ -21,7 +21,7 @@ renamed as (
         JSONExtractRaw(payload, 'items') as items_json,
         JSONExtract(payload, 'deleted_by', 'Nullable(String)') as deleted_by,
         parseDateTime64BestEffortOrNull(JSONExtractString(payload, 'deleted_at'), 3, 'UTC') as deleted_at,
-        toBool(event_type = 'order.deleted') as is_delete,
+        cast(event_type = 'order.deleted', 'Bool') as is_delete,
         ts,
         toDate(ts) as event_date,
         ingested_at,

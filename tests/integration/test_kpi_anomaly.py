@@ -1,0 +1,120 @@
+"""The `kpi_anomaly` generic test can fail: it returns a day that spikes and nothing for a flat series.
+
+Two levels: the test's SQL (the `test_kpi_anomaly` macro, rendered by `dbt show --inline`) on small
+tables of the test's own, and `dbt test` of the tests applied to `kpi_daily`, built from raw
+events written straight into the raw tables (`RawWriter`, the loader's row format).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from ingestion.contract import make_event
+from ingestion.raw_writer import RawWriter
+from tests.integration.dbt_support import run_dbt
+
+pytestmark = pytest.mark.integration
+
+START = date(2026, 3, 2)
+
+
+def _ok(args: list[str], env: dict, target) -> str:
+    result = run_dbt(args, env, target)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return result.stdout
+
+
+def _series_table(client, database: str, table: str, values: list[float]) -> None:
+    client.command(
+        f"CREATE TABLE {database}.{table} (metric_date Date, kpi_value Float64) ENGINE = MergeTree ORDER BY metric_date"
+    )
+    rows = [(START + timedelta(days=i), float(v)) for i, v in enumerate(values)]
+    client.insert(f"{database}.{table}", rows, column_names=["metric_date", "kpi_value"])
+
+
+def _failing_rows(env: dict, target, database: str, table: str, **arguments) -> list[dict]:
+    """The rows the generic test returns (its failures) for `table`'s kpi_value."""
+    extra = "".join(f", {name}={value!r}" for name, value in arguments.items())
+    sql = (
+        f"{{{{ test_kpi_anomaly(model=api.Relation.create(schema='{database}', identifier='{table}'), "
+        f"column_name='kpi_value', date_column='metric_date'{extra}) }}}}"
+    )
+    stdout = _ok(["--quiet", "show", "--inline", sql, "--output", "json", "--limit", "1000"], env, target)
+    return json.loads(stdout[stdout.index("{") :])["show"]
+
+
+def test_the_kpi_anomaly_sql_returns_the_spike_and_nothing_for_a_flat_series(embedded_stack, dbt_env):
+    env, database, target = dbt_env
+    client = embedded_stack.client()
+    normal = [10 + i % 2 for i in range(20)]  # 10, 11, 10, ... : mean 10.5, stddev ~0.51
+    _series_table(client, database, "flat_series", [*normal, 11])
+    _series_table(client, database, "spiking_series", [*normal, 100, 10, 11])
+    _series_table(client, database, "dropping_series", [*normal, 0])
+
+    assert _failing_rows(env, target, database, "flat_series") == []
+
+    spike = _failing_rows(env, target, database, "spiking_series")
+    assert [row["metric_date"] for row in spike] == [str(START + timedelta(days=20))]
+    assert spike[0]["kpi_value"] == 100 and spike[0]["prior_days"] == 14  # kpi_anomaly_trailing_days
+    assert spike[0]["trailing_mean"] == pytest.approx(10.5)
+    assert spike[0]["z_score"] > 3 and spike[0]["is_anomaly"] is True
+
+    drop = _failing_rows(env, target, database, "dropping_series")
+    assert [row["metric_date"] for row in drop] == [str(START + timedelta(days=20))]
+    assert drop[0]["z_score"] < -3
+
+    # The optional arguments are used: a threshold above the spike's z-score passes it, and a
+    # window of 1 day has too few prior days for any z-score.
+    assert _failing_rows(env, target, database, "spiking_series", z_threshold=spike[0]["z_score"] + 1) == []
+    assert _failing_rows(env, target, database, "spiking_series", trailing_days=1) == []
+
+
+def _logins(day: int, users: int) -> list[dict]:
+    at = datetime.combine(START + timedelta(days=day), datetime.min.time(), tzinfo=UTC) + timedelta(hours=9)
+    return [
+        make_event("auth.login", f"login-{day}-{n}", at + timedelta(seconds=n), {}, user_id=f"user_{n:05d}")
+        for n in range(users)
+    ]
+
+
+def _kpi_anomaly_results(env: dict, target) -> dict[str, tuple[str, int]]:
+    """Status and failure count of each kpi_anomaly test on kpi_daily, by KPI column."""
+    run_dbt(["test", "--select", "kpi_daily,test_name:kpi_anomaly"], env, target)
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    prefix = "test.eventhouse.kpi_anomaly_kpi_daily_"
+    return {
+        r["unique_id"][len(prefix) :].split("__")[0]: (r["status"], r["failures"])
+        for r in results
+        if r["unique_id"].startswith(prefix)
+    }
+
+
+def test_dbt_test_warns_on_the_day_a_kpi_spikes(embedded_stack, dbt_env):
+    env, database, target = dbt_env
+    writer = RawWriter(embedded_stack.client(database=database), env["EVENTHOUSE_RAW_DATABASE"])
+    # 15 ordinary days: 20 or 21 players log in once each (events and DAU alternate 20/21).
+    for day in range(15):
+        writer.add_all(_logins(day, 20 + day % 2))
+    writer.flush()
+    _ok(["run", "--select", "+kpi_anomalies"], env, target)
+
+    flat = _kpi_anomaly_results(env, target)
+    assert flat == {kpi: ("pass", 0) for kpi in ["event_count", "dau", "conversion_rate", "revenue"]}
+
+    # Day 16: 200 players log in. Events and DAU spike; there is no clickstream or revenue.
+    writer.add_all(_logins(15, 200)).flush()
+    _ok(["run", "--select", "+kpi_anomalies"], env, target)
+
+    spiked = _kpi_anomaly_results(env, target)
+    assert spiked["event_count"] == ("warn", 1)
+    assert spiked["dau"] == ("warn", 1)
+    assert spiked["conversion_rate"] == ("pass", 0)
+    assert spiked["revenue"] == ("pass", 0)
+
+    client = embedded_stack.client(database=database)
+    assert client.query(
+        "SELECT metric_date, kpi_name FROM kpi_anomalies WHERE is_anomaly ORDER BY kpi_name"
+    ).result_rows == [(START + timedelta(days=15), "dau"), (START + timedelta(days=15), "event_count")]
