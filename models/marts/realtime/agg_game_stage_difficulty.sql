@@ -10,16 +10,18 @@
 -- Insert-time aggregate (dbt-clickhouse `materialized_view`): per stage, aggregate-function
 -- states that the view `agg_game_stage_difficulty_mv` adds for every block inserted into the raw
 -- game table. Read it through `game_stage_difficulty_live` (the -Merge combinators), never
--- directly. Attempts, clears, fails and players are exact distinct counts (uniqExact of the
--- event id / user), so an event delivered twice still counts once; the clear-time quantiles
--- are over deliveries.
+-- directly. Attempts, clears, fails and the clear-time quantiles are over deliveries, like the
+-- daily summary (the loader's retried batches never reach the view; an event a producer sent
+-- twice counts twice); players is an exact distinct count. Counts rather than uniqExact of the
+-- event ids keep the states small: at 10M events, merging uniqExact states of ~3M event ids
+-- made the live query take 80-170 ms.
 
 select
     JSONExtract(payload, 'chapter', 'UInt8') as chapter_number,
     JSONExtract(payload, 'stage', 'UInt8') as stage_number,
-    uniqExactIfState(event_id, event_type = 'game.stage_start') as attempts_state,
-    uniqExactIfState(event_id, event_type = 'game.stage_clear') as clears_state,
-    uniqExactIfState(event_id, event_type = 'game.stage_fail') as fails_state,
+    countIfState(event_type = 'game.stage_start') as attempts_state,
+    countIfState(event_type = 'game.stage_clear') as clears_state,
+    countIfState(event_type = 'game.stage_fail') as fails_state,
     uniqExactIfState(user_id, event_type = 'game.stage_start') as players_state,
     quantilesExactIfState(0.5, 0.9)(  -- noqa: LT01
         JSONExtract(payload, 'clear_time_ms', 'UInt32'), event_type = 'game.stage_clear'

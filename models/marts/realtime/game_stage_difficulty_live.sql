@@ -15,9 +15,9 @@ merged as (
     select
         chapter_number,
         stage_number,
-        uniqExactIfMerge(attempts_state) as attempts,
-        uniqExactIfMerge(clears_state) as clears,
-        uniqExactIfMerge(fails_state) as fails,
+        countIfMerge(attempts_state) as attempts,
+        countIfMerge(clears_state) as clears,
+        countIfMerge(fails_state) as fails,
         uniqExactIfMerge(players_state) as players,
         quantilesExactIfMerge(0.5, 0.9)(clear_time_quantiles_state) as clear_time_quantiles  -- noqa: LT01
     from stage_states
