@@ -30,7 +30,7 @@ from typing import Any
 
 from eventhouse.config import REPO_ROOT
 from ingestion.contract import make_event
-from ingestion.producers.delivery import DeliveryQueue, ProduceSummary
+from ingestion.producers.delivery import DeliveryQueue, ProduceSummary, derived_event_id
 
 STAGES_SEED = REPO_ROOT / "seeds" / "game_stages.csv"
 CHAPTERS, STAGES_PER_CHAPTER = 5, 10
@@ -160,7 +160,7 @@ class _Simulation:
             player.server_seq += 1
             sequence, ts, service = player.server_seq, at, "economy-api"
             received = at + timedelta(milliseconds=rng.randint(1, 30))
-        event_id = self._uuid()
+        event_id = derived_event_id(self.config.seed, player.user_id, service, sequence, event_type, ts, payload)
         event = make_event(
             event_type,
             event_id,

@@ -18,14 +18,13 @@ by arrival. Orders still open when the simulated period ends stay open.
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from ingestion.contract import ORDER_STATUSES, format_ts, make_event
-from ingestion.producers.delivery import DeliveryQueue, ProduceSummary
+from ingestion.producers.delivery import DeliveryQueue, ProduceSummary, derived_event_id
 
 # status -> [(next status, probability, typical hours until it happens)]
 TRANSITIONS: dict[str, list[tuple[str, float, float]]] = {
@@ -83,7 +82,7 @@ class _OrderSimulation:
         self.sequence += 1
         event = make_event(
             event_type,
-            str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            derived_event_id(self.config.seed, user_id, self.sequence, event_type, at, payload),
             at,
             payload,
             user_id=user_id,
