@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit dbt-checks bench stack-up stack-down stack-status clean
+.PHONY: demo ui screenshot test lint unit dbt-checks bench stack-up stack-down stack-status clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/eventhouse demo
+
+# Dagster UI (dagster dev) on http://127.0.0.1:3000 with DAGSTER_HOME=$EVENTHOUSE_HOME/dagster: the demo's runs.
+ui: $(STAMP)
+	$(BIN)/eventhouse ui
+
+# docs/img/asset-graph.png: the global asset lineage in the Dagster UI, shot with headless Debian Chromium.
+screenshot: $(STAMP)
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "chromium is missing and we are not root: apt-get install chromium" >&2; exit 1; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; \
+	fi
+	$(BIN)/python -m docs.tools.screenshot_asset_graph --out docs/img/asset-graph.png
 
 # ruff, then sqlfluff + dbt build against a throwaway embedded stack, then pytest.
 test: $(STAMP)
@@ -41,6 +54,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.loader_throughput --json bench/results/loader_throughput.json
 	$(BIN)/python -m bench.loader_latency --json bench/results/loader_latency.json
 	$(BIN)/python -m bench.warehouse_build --json bench/results/warehouse_build.json
+	$(BIN)/python -m bench.orchestration --json bench/results/orchestration.json
 
 stack-up: $(STAMP)
 	$(BIN)/eventhouse stack up

@@ -30,12 +30,13 @@ import clickhouse_connect
 
 from bench.common import embedded_stack
 from eventhouse.config import REPO_ROOT, load_settings
-from eventhouse.demo import DBT_PREPARE_STEPS, dbt_executable
+from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.producers.game_sim import SimulationConfig, simulate
 from ingestion.producers.orders import OrdersConfig, simulate_orders
 from ingestion.producers.yoochoose import ReplaySummary, merged_events, write_sample
 from ingestion.raw_tables import ensure_tables
 from ingestion.raw_writer import RawWriter
+from orchestration.project import dbt_executable
 
 RAW_DATABASE = "eventhouse_raw"
 # Measured on the default simulator runs: events per simulated player-day, per YOOCHOOSE-layout

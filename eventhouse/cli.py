@@ -126,6 +126,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_stack(args))
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """`dagster dev` on orchestration/definitions.py with DAGSTER_HOME = $EVENTHOUSE_HOME/dagster (the demo's runs)."""
+    from orchestration.instance import dagster_env
+
+    env = dict(os.environ)
+    if args.home is not None:
+        env["EVENTHOUSE_HOME"] = str(args.home.expanduser().resolve())
+    env = dagster_env(env)
+    beside = Path(sys.executable).with_name("dagster")
+    dagster = str(beside) if beside.exists() else "dagster"
+    argv = [dagster, "dev", "-m", "orchestration.definitions", "-h", args.host, "-p", str(args.port)]
+    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})", flush=True)
+    os.chdir(REPO_ROOT)
+    os.execvpe(dagster, argv, env)
+    return 0  # not reached
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from ingestion.loader import Loader, LoaderConfig
 
@@ -371,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="start the stack and run the main job end to end")
     _add_stack_options(demo)
     demo.set_defaults(func=cmd_demo)
+
+    ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) on the demo's Dagster instance")
+    ui.add_argument("--home", type=Path, default=None, help="EVENTHOUSE_HOME; the instance is HOME/dagster")
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s)")
+    ui.add_argument("--port", type=int, default=3000, help="port to serve on (default %(default)s)")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 

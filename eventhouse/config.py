@@ -17,6 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLICKHOUSE_PORT = 18123
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_DATABASE = "eventhouse"
+DEFAULT_RAW_DATABASE = "eventhouse_raw"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -39,13 +40,20 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    return int(env_number(name, default, int, env))
+
+
+def env_number(name: str, default: float, kind: type = float, env: Mapping[str, str] | None = None) -> float:
+    """A numeric EVENTHOUSE_* variable (int or float), its default when unset or empty."""
+    env = os.environ if env is None else env
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return int(raw)
+        return kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
 
 
 def eventhouse_home(env: Mapping[str, str] | None = None) -> Path:
@@ -63,6 +71,8 @@ class ClickHouseConfig:
     password: str = ""
     database: str = DEFAULT_DATABASE
     secure: bool = False
+    # where the loader writes the raw tables (dbt reads them as sources)
+    raw_database: str = DEFAULT_RAW_DATABASE
 
     @property
     def is_embedded_default(self) -> bool:
@@ -129,6 +139,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         password=env.get("EVENTHOUSE_CLICKHOUSE_PASSWORD", ""),
         database=env.get("EVENTHOUSE_CLICKHOUSE_DATABASE", DEFAULT_DATABASE),
         secure=secure,
+        raw_database=env.get("EVENTHOUSE_RAW_DATABASE", DEFAULT_RAW_DATABASE),
     )
     bootstrap = env.get("EVENTHOUSE_KAFKA_BOOTSTRAP", f"127.0.0.1:{DEFAULT_KAFKA_PORT}")
     for server in bootstrap.split(","):

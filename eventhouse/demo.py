@@ -1,60 +1,34 @@
-"""`eventhouse demo` (what `make demo` runs): the main job end to end on the embedded stack.
+"""`eventhouse demo` (what `make demo` runs): the main job end to end, through Dagster, on the embedded stack.
 
-For now: replay the generated YOOCHOOSE-layout sample, simulate game/economy players (bots
-included) and commerce orders into Kafka, load them into the raw tables with the
-exactly-once loader, then build the warehouse with dbt. Dagster takes
-this over with the orchestration issue.
+Start the embedded stack, publish a realistic demo into Kafka (the generated YOOCHOOSE-layout
+sample, simulated game/economy players with bots, commerce orders), materialize every asset of
+orchestration/definitions.py in-process (loader assets, then dbt with its tests as asset checks),
+and print a short summary. The runs land in the Dagster instance under $EVENTHOUSE_HOME/dagster,
+so `make ui` afterwards shows them.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import logging
 import os
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
+from typing import Any
 
-from eventhouse.config import REPO_ROOT, load_settings, stack_env
+from eventhouse.config import REPO_ROOT, Settings, load_settings, stack_env
 from stack.lifecycle import EmbeddedStack
 
-# What a database needs before its first `dbt build`: seeds, and the incremental models (with
-# what they read) created empty, because unit tests of an incremental model read the columns
-# of `this`. Harmless on a database that has them already.
+# What a database needs before its first plain `dbt build` (CI and tests run dbt directly): seeds,
+# and the incremental models created empty, because dbt unit tests of an incremental model read
+# the columns of `this`. Dagster runs leave unit tests out and need neither.
 DBT_PREPARE_STEPS: list[list[str]] = [
     ["seed"],
     ["run", "--empty", "--select", "+config.materialized:incremental"],
 ]
 
 
-def dbt_executable() -> str:
-    beside = Path(sys.executable).with_name("dbt")
-    return str(beside) if beside.exists() else (shutil.which("dbt") or "dbt")
-
-
-def run_dbt(args: list[str], env: dict[str, str]) -> dict[str, object]:
-    """Run dbt with its own progress on the terminal; return the parsed run_results.json."""
-    command = [dbt_executable(), *args, "--project-dir", str(REPO_ROOT), "--profiles-dir", str(REPO_ROOT)]
-    code = subprocess.call(command, env=env, cwd=REPO_ROOT)
-    results_path = REPO_ROOT / "target" / "run_results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {"results": []}
-    results["exit_code"] = code
-    return results
-
-
-def run_demo(stack: EmbeddedStack) -> int:
-    started = time.monotonic()
-    print(f"== 1/4 starting the embedded stack in {stack.layout.home}", flush=True)
-    state = stack.up()
-    print(f"   ClickHouse http://127.0.0.1:{state.clickhouse_port}, Kafka 127.0.0.1:{state.kafka_port}")
-
-    env = dict(os.environ)
-    env.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
-    settings = load_settings({**os.environ, **env})
-
-    print("== 2/4 produce the demo events into Kafka and load them into ClickHouse", flush=True)
-    from ingestion.loader import Loader, LoaderConfig
+def produce_demo_events(settings: Settings) -> None:
     from ingestion.producers.delivery import ProduceSummary, publish_all
     from ingestion.producers.game_sim import SimulationConfig, simulate
     from ingestion.producers.orders import OrdersConfig, simulate_orders
@@ -74,41 +48,151 @@ def run_demo(stack: EmbeddedStack) -> int:
         print(f"   orders: {orders.produced} events for {OrdersConfig().orders} orders")
     finally:
         publisher.close()
-    loader_config = LoaderConfig(until_caught_up=True, max_seconds=300, group_id="eventhouse-demo")
-    loaded = Loader(settings, loader_config).run().summary()
-    print(
-        f"   loaded {loaded['rows_loaded']} rows, {loaded['dead_letters']} dead letters, "
-        f"{loaded['duplicates_collapsed']} duplicates collapsed"
-    )
 
-    print("== 3/4 dbt build (seeds, models, tests)", flush=True)
-    for step in DBT_PREPARE_STEPS:
-        run_dbt(step, env)
-    results = run_dbt(["build"], env)
+
+def _print_run(run: Any) -> None:
+    what = f" days {run.partition_range[0]}..{run.partition_range[1]}" if run.partition_range else ""
+    failed = sum(len(v) for v in run.checks_failed.values())
+    status = "ok" if run.success else "FAILED"
+    print(
+        f"   {run.job}{what}: {status} in {run.seconds:.1f} s, {run.materializations} materializations, "
+        f"checks {run.checks_passed} passed / {failed} failed",
+        flush=True,
+    )
+    for failure in run.step_failures:
+        print(f"     step failed: {failure.splitlines()[0][:300]}")
+
+
+def print_summary(defs: Any, runs: list[Any], client: Any, settings: Settings) -> None:
+    graph = defs.resolve_asset_graph()
+    rows_by_group: dict[str, int] = {}
+    assets_by_group: dict[str, int] = {}
+    latest: dict[Any, int] = {}
+    for run in runs:
+        latest.update(run.row_counts)
+    for key, rows in latest.items():
+        group = graph.get(key).group_name or "default"
+        rows_by_group[group] = rows_by_group.get(group, 0) + rows
+        assets_by_group[group] = assets_by_group.get(group, 0) + 1
+    print("   rows per layer (row counts Dagster recorded for each asset):")
+    for group in sorted(rows_by_group, key=lambda g: (g.startswith("marts"), g)):
+        print(f"     {group:<22} {assets_by_group[group]:>3} assets {rows_by_group[group]:>10} rows")
+
+    passed = sum(r.checks_passed for r in runs)
+    failed: dict[str, list[str]] = {}
+    for run in runs:
+        for severity, names in run.checks_failed.items():
+            failed.setdefault(severity, []).extend(names)
+    print(
+        f"   check results: {passed} passed, {len(set(failed.get('ERROR', [])))} failed (error), "
+        f"{len(set(failed.get('WARN', [])))} warned (a check of a daily mart runs once per range of days)"
+    )
+    for severity in ("ERROR", "WARN"):
+        for name in sorted(set(failed.get(severity, [])))[:10]:
+            print(f"     {severity.lower():<5} {name}")
+
+    db = settings.clickhouse.database
+    anomalies = client.query(
+        f"SELECT anomaly_family, anomaly_type, count() FROM `{db}`.fct_anomalies "
+        "GROUP BY anomaly_family, anomaly_type ORDER BY anomaly_family, anomaly_type"
+    ).result_rows
+    total = sum(int(n) for _f, _t, n in anomalies)
+    print(f"   anomalies found: {total} (" + ", ".join(f"{t} {n}" for _f, t, n in anomalies) + ")")
+
+    day_row = client.query(f"SELECT max(metric_date) FROM `{db}`.economy_daily_kpis").result_rows
+    day = day_row[0][0] if day_row else None
+    if day is not None:
+        economy = client.query(
+            f"SELECT dau, paying_users, revenue, arpdau FROM `{db}`.economy_daily_kpis WHERE metric_date = %(d)s",
+            parameters={"d": day},
+        ).result_rows[0]
+        kpi = client.query(
+            f"SELECT event_count, dau FROM `{db}`.kpi_daily WHERE metric_date = %(d)s", parameters={"d": day}
+        ).result_rows
+        sales = client.query(
+            f"SELECT sum(orders), sum(revenue) FROM `{db}`.commerce_daily_sales WHERE order_date = %(d)s",
+            parameters={"d": day},
+        ).result_rows[0]
+        print(f"   headline KPIs for {day} (the latest day):")
+        if kpi:
+            print(f"     events {kpi[0][0]}, daily active users (all domains, bots out) {kpi[0][1]}")
+        print(
+            f"     game economy: DAU {economy[0]}, paying users {economy[1]}, shop revenue {economy[2]}, "
+            f"ARPDAU {economy[3]}"
+        )
+        print(f"     commerce: {sales[0]} orders, revenue {sales[1]}")
+    clicks = client.query(
+        f"SELECT metric_date, total_clicks, unique_sessions, conversion_rate FROM `{db}`.clickstream_daily_metrics "
+        "ORDER BY metric_date DESC LIMIT 1"
+    ).result_rows
+    if clicks:
+        d, n, sessions, conversion = clicks[0]
+        print(f"     clickstream ({d}, replayed): {n} clicks in {sessions} sessions, conversion {conversion:.1%}")
+
+
+def run_demo(stack: EmbeddedStack) -> int:
+    started = time.monotonic()
+    print(f"== 1/4 starting the embedded stack in {stack.layout.home}", flush=True)
+    state = stack.up()
+    print(f"   ClickHouse http://127.0.0.1:{state.clickhouse_port}, Kafka 127.0.0.1:{state.kafka_port}")
+    os.environ.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
+    settings = load_settings()
+
+    print("== 2/4 produce the demo events into Kafka", flush=True)
+    produce_demo_events(settings)
+
+    print("== 3/4 materialize every asset through Dagster (loader, then dbt with tests as checks)", flush=True)
+    import clickhouse_connect
+    import dagster as dg
+
+    from orchestration.instance import dagster_home
+    from orchestration.materialize import materialize_everything
+
+    home = dagster_home()
+    os.environ["DAGSTER_HOME"] = str(home)
+    loaded = time.monotonic()
+    from orchestration.definitions import defs
+
+    print(f"   definitions loaded in {time.monotonic() - loaded:.1f} s; run history in {home}", flush=True)
+    client = clickhouse_connect.get_client(**{**settings.clickhouse.client_kwargs(), "database": "default"})
+    # dbt's and Dagster's own logs (hundreds of lines per run) go to a file; the terminal gets a line per run.
+    log_path = settings.home / "logs" / "demo-dagster.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"   dbt and Dagster logs: {log_path}", flush=True)
+    terminal = sys.stdout
+    root_logger = logging.getLogger()
+    for handler in root_logger.handlers:  # the terminal keeps warnings; the file gets everything
+        handler.setLevel(logging.WARNING)
+    file_handler = logging.FileHandler(log_path)
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root_logger.addHandler(file_handler)
+
+    def announce(job: str, days: tuple[str, str] | None) -> None:
+        what = f" (days {days[0]}..{days[1]})" if days else ""
+        terminal.write(f"   running {job}{what} ...\n")
+        terminal.flush()
+
+    def finished(run: Any) -> None:
+        with contextlib.redirect_stdout(terminal):
+            _print_run(run)
+
+    with open(log_path, "a") as log, contextlib.redirect_stdout(log), dg.DagsterInstance.get() as instance:
+        runs = materialize_everything(
+            defs,
+            instance,
+            client,
+            settings.clickhouse.raw_database,
+            on_run=finished,
+            on_start=announce,
+            log_level="WARNING",
+        )
 
     print("== 4/4 summary", flush=True)
-    by_status: dict[str, int] = {}
-    for result in results.get("results", []):
-        by_status[result["status"]] = by_status.get(result["status"], 0) + 1
-    print("   dbt nodes by status: " + ", ".join(f"{k}={v}" for k, v in sorted(by_status.items())))
-
-    import clickhouse_connect
-
-    client = clickhouse_connect.get_client(**settings.clickhouse.client_kwargs())
-    rows = client.query(
-        "SELECT name, engine, total_rows FROM system.tables WHERE database = {db:String} ORDER BY name",
-        parameters={"db": settings.clickhouse.database},
-    ).result_rows
-    print(f"   relations in database `{settings.clickhouse.database}`:")
-    for name, engine, total_rows in rows:
-        count = total_rows if total_rows is not None else client.command(f"SELECT count() FROM `{name}`")
-        print(f"     {name:<40} {engine:<12} {count:>10} rows")
-    raw_counts = client.query(
-        "SELECT name, total_rows FROM system.tables WHERE database = {db:String} ORDER BY name",
-        parameters={"db": loader_config.raw_database},
-    ).result_rows
-    print(f"   raw tables in `{loader_config.raw_database}`:")
-    for name, total_rows in raw_counts:
-        print(f"     {name:<40} {total_rows or 0:>10} rows")
-    print(f"   finished in {time.monotonic() - started:.1f} s; the stack keeps running (stop: eventhouse stack down)")
-    return int(results["exit_code"])
+    ok = all(run.success for run in runs)
+    if ok:
+        print_summary(defs, runs, client, settings)
+    print(
+        f"   finished in {time.monotonic() - started:.1f} s; the stack keeps running (stop: eventhouse stack down); "
+        "see the runs with `make ui`"
+    )
+    return 0 if ok else 1

@@ -1,3 +1,6 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_events'}}}) }}
+-- meta.dagster.ref: the asset this test of several relations is shown on as a Dagster check.
+
 -- fct_events holds exactly the distinct event_ids the loader stored: re-deliveries collapse,
 -- and nothing is dropped on the way through staging.
 with raw_events as (

@@ -1,4 +1,5 @@
-{{ config(severity='warn') }}
+{{ config(severity='warn', meta={'dagster': {'ref': {'name': 'game_daily_user_summary_live'}}}) }}
+-- meta.dagster.ref: the asset this test of several relations is shown on as a Dagster check.
 
 -- The insert-time aggregates agree with the warehouse: per (day, player) the live daily summary
 -- has the same counts as fct_events, and per stage the live stage difficulty has the same

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from eventhouse.config import REPO_ROOT
-from eventhouse.demo import dbt_executable
+from orchestration.project import dbt_executable
 
 
 def run_dbt(args: list[str], env: dict, target_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -22,9 +22,10 @@ import orjson
 import pytest
 
 from eventhouse.config import REPO_ROOT, load_settings
-from eventhouse.demo import DBT_PREPARE_STEPS, dbt_executable
+from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.loader import Loader, LoaderConfig
 from ingestion.publisher import Publisher
+from orchestration.project import dbt_executable
 
 pytestmark = pytest.mark.integration
 

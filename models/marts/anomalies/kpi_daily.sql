@@ -1,8 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='metric_date'
+        partition_by='toYYYYMMDD(metric_date)',
+        order_by='metric_date',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -22,9 +26,10 @@
 with events as (
 
     select * from {{ ref('fct_events') }}
-    {%- if var('kpi_exclude_bots') %}
-        where
-            (
+    where
+        {{ partition_day_filter('event_date') }}
+        {%- if var('kpi_exclude_bots') %}
+            and (
                 user_id is null
                 or user_id not in (
                     select bot_users.user_id
@@ -33,13 +38,14 @@ with events as (
                 )
             )
             and (domain != 'clickstream' or {{ not_a_bot_session('session_id') }})
-    {%- endif %}
+        {%- endif %}
 
 ),
 
 clickstream_metrics as (
 
     select * from {{ ref('clickstream_daily_metrics') }}
+    where {{ partition_day_filter('metric_date') }}
 
 ),
 

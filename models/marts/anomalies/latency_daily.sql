@@ -1,8 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='(event_date, domain)'
+        partition_by='toYYYYMMDD(event_date)',
+        order_by='(event_date, domain)',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -15,6 +19,7 @@
 with events as (
 
     select * from {{ ref('fct_events') }}
+    where {{ partition_day_filter('event_date') }}
 
 ),
 

@@ -1,25 +1,35 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='metric_date'
+        partition_by='toYYYYMMDD(metric_date)',
+        order_by='metric_date',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
 -- Daily clickstream KPIs. A day is the UTC date of each event's own timestamp; a session that
--- spans midnight counts on both days with that day's events only.
+-- spans midnight counts on both days with that day's events only. Daily partitions: a run with
+-- partition_start_date/partition_end_date reads and replaces only those days
+-- (macros/partition_days.sql).
 
 with clicks as (
 
     select * from {{ ref('stg_clickstream__clicks') }}
-    where {{ not_a_bot_session('session_id') }}
+    where
+        {{ partition_day_filter('click_date') }}
+        and {{ not_a_bot_session('session_id') }}
 
 ),
 
 purchases as (
 
     select * from {{ ref('stg_clickstream__purchases') }}
-    where {{ not_a_bot_session('session_id') }}
+    where
+        {{ partition_day_filter('purchase_date') }}
+        and {{ not_a_bot_session('session_id') }}
 
 ),
 

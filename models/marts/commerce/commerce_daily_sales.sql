@@ -1,8 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='order_date'
+        partition_by='toYYYYMMDD(order_date)',
+        order_by='order_date',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -12,6 +16,7 @@
 with orders as (
 
     select * from {{ ref('fct_orders') }}
+    where {{ partition_day_filter('order_date') }}
 
 ),
 

@@ -1,8 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='metric_date'
+        partition_by='toYYYYMMDD(metric_date)',
+        order_by='metric_date',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -15,6 +19,8 @@ with events as (
     select * from {{ ref('fct_events') }}
     where
         domain in ('game', 'economy')
+        -- the partition days and the 6 days before them (active_users_7d)
+        and {{ partition_day_filter('event_date', lookback_days=6) }}
         and user_id is not null
         and {{ not_a_bot_user('user_id') }}
 
@@ -25,6 +31,7 @@ economy_events as (
     select * from {{ ref('stg_economy__events') }}
     where
         event_type = 'shop.purchase'
+        and {{ partition_day_filter('event_date') }}
         and purchase_status = 'completed'
         and {{ not_a_bot_user('user_id') }}
 
@@ -45,6 +52,7 @@ daily_activity as (
         metric_date,
         count() as dau
     from user_days
+    where {{ partition_day_filter('metric_date') }}
     group by metric_date
 
 ),

@@ -1,8 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='(activity_date, user_id)'
+        partition_by='toYYYYMMDD(activity_date)',
+        order_by='(activity_date, user_id)',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -15,7 +19,9 @@
 with economy_events as (
 
     select * from {{ ref('stg_economy__events') }}
-    where event_type = 'reward.granted'
+    where
+        event_type = 'reward.granted'
+        and {{ partition_day_filter('event_date') }}
 
 ),
 

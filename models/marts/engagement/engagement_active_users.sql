@@ -1,8 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='(user_type, activity_date)'
+        partition_by='toYYYYMMDD(activity_date)',
+        order_by='(user_type, activity_date)',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -44,16 +48,21 @@ days as (
         calendar.date_day as activity_date
     from calendar
     cross join data_range
-    where calendar.date_day between data_range.data_from_date and data_range.data_through_date
+    where
+        calendar.date_day between data_range.data_from_date and data_range.data_through_date
+        and {{ partition_day_filter('calendar.date_day') }}
 
 ),
 
 human_days as (
 
     select * from user_days
-    {%- if var('kpi_exclude_bots') %}
-        where not is_bot
-    {%- endif %}
+    -- the partition days and the 29 days before them (WAU, MAU)
+    where
+        {{ partition_day_filter('activity_date', lookback_days=29) }}
+        {%- if var('kpi_exclude_bots') %}
+            and not is_bot
+        {%- endif %}
 
 ),
 

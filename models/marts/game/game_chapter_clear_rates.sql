@@ -1,8 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        order_by='(event_date, chapter_number)'
+        partition_by='toYYYYMMDD(event_date)',
+        order_by='(event_date, chapter_number)',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -36,7 +40,9 @@ all_stage_events as (
 stage_events as (
 
     select * from all_stage_events
-    where {{ not_a_bot_user('user_id') }}
+    where
+        {{ partition_day_filter('event_date') }}
+        and {{ not_a_bot_user('user_id') }}
 
 ),
 
@@ -63,7 +69,9 @@ days as (
     select calendar.date_day as event_date
     from calendar
     cross join play_range
-    where calendar.date_day between play_range.first_play_date and play_range.last_play_date
+    where
+        calendar.date_day between play_range.first_play_date and play_range.last_play_date
+        and {{ partition_day_filter('calendar.date_day') }}
 
 ),
 

@@ -1,9 +1,12 @@
 {{
     config(
-        materialized='table',
+        materialized='incremental',
+        incremental_strategy='insert_overwrite',
         engine='MergeTree()',
-        partition_by='toYYYYMM(event_date)',
-        order_by='(event_date, user_id)'
+        partition_by='toYYYYMMDD(event_date)',
+        order_by='(event_date, user_id)',
+        query_settings=daily_partition_query_settings(),
+        tags=['daily_partitioned']
     )
 }}
 
@@ -15,6 +18,7 @@
 with game_events as (
 
     select * from {{ ref('stg_game__events') }}
+    where {{ partition_day_filter('event_date') }}
 
 ),
 

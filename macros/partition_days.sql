@@ -1,0 +1,78 @@
+{#- Daily partitions of the date-based marts (tag `daily_partitioned`, one ClickHouse partition per
+    day: partition_by toYYYYMMDD(<day column>), incremental_strategy 'insert_overwrite').
+
+    The days a run recomputes come from the vars `partition_start_date` and `partition_end_date`
+    ('YYYY-MM-DD', inclusive; '' = no bound), which the orchestrator passes for a partition run:
+        dbt build --select tag:daily_partitioned \
+            --vars '{"partition_start_date": "2026-11-03", "partition_end_date": "2026-11-03"}'
+    Such a mart computes only those days and dbt-clickhouse replaces only their partitions; every
+    other day's partition is left as it is. Without the vars, and on a first build or a
+    --full-refresh (the vars are then ignored), every day is computed. -#}
+
+{#- The partition days as (start, end) strings ('' = unbounded), checked; ('', '') = every day. -#}
+{% macro partition_day_range() -%}
+    {%- set bounds = [] -%}
+    {%- for name in ['partition_start_date', 'partition_end_date'] -%}
+        {%- set value = (var(name, '') or '') | string | trim -%}
+        {%- if value and not modules.re.match('^[0-9]{4}-[0-9]{2}-[0-9]{2}$', value) -%}
+            {{ exceptions.raise_compiler_error(name ~ " must be 'YYYY-MM-DD' or '', got '" ~ value ~ "'") }}
+        {%- endif -%}
+        {%- if value -%}
+            {#- a real calendar day (2026-02-30 is not) -#}
+            {%- do modules.datetime.date.fromisoformat(value) -%}
+        {%- endif -%}
+        {%- do bounds.append(value) -%}
+    {%- endfor -%}
+    {%- if bounds[0] and bounds[1] and bounds[0] > bounds[1] -%}
+        {{ exceptions.raise_compiler_error(
+            "partition_start_date " ~ bounds[0] ~ " is after partition_end_date " ~ bounds[1]) }}
+    {%- endif -%}
+    {{ return(bounds) }}
+{%- endmacro %}
+
+{#- True when this run recomputes only some days: an incremental run of an existing table with
+    partition_start_date and/or partition_end_date set. -#}
+{% macro partition_days_limited() -%}
+    {%- set start_date, end_date = partition_day_range() -%}
+    {{ return(is_incremental() and (start_date != '' or end_date != '')) }}
+{%- endmacro %}
+
+{#- A condition for a `where` in a daily-partitioned mart: `column` (a Date) is one of the
+    partition days, or one of the `lookback_days` days before the first of them (for marts whose
+    day rows need a trailing window of input, e.g. WAU: filter the input with lookback_days=6 and
+    the output without). `1 = 1` when every day is computed (no vars, or not an incremental run
+    of an existing table). -#}
+{% macro partition_day_filter(column, lookback_days=0) -%}
+    {%- if partition_days_limited() -%}
+        {{ partition_day_condition(column, lookback_days) }}
+    {%- else -%}
+        1 = 1
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The condition of partition_day_filter whatever the run: for tests that compare a
+    daily-partitioned mart with a table, on the days a partition run recomputed. -#}
+{% macro partition_day_condition(column, lookback_days=0) -%}
+    {%- set start_date, end_date = partition_day_range() -%}
+    {%- set conditions = [] -%}
+    {%- if start_date -%}
+        {%- if lookback_days -%}
+            {%- do conditions.append(column ~ " >= subtractDays(toDate('" ~ start_date ~ "'), "
+                ~ (lookback_days | int) ~ ")") -%}
+        {%- else -%}
+            {%- do conditions.append(column ~ " >= toDate('" ~ start_date ~ "')") -%}
+        {%- endif -%}
+    {%- endif -%}
+    {%- if end_date -%}
+        {%- do conditions.append(column ~ " <= toDate('" ~ end_date ~ "')") -%}
+    {%- endif -%}
+    {{ conditions | join(' and ') if conditions else '1 = 1' }}
+{%- endmacro %}
+
+{#- query_settings of the daily-partitioned marts. A first build or a run without the vars writes
+    every day in one insert, and ClickHouse refuses an insert block touching more than
+    max_partitions_per_insert_block (default 100) partitions, while replayed clickstream spans
+    months. 10000 days (~27 years) keeps a bound in place of ClickHouse's 0 = unlimited. -#}
+{% macro daily_partition_query_settings() -%}
+    {{ return({'max_partitions_per_insert_block': 10000}) }}
+{%- endmacro %}

@@ -1,0 +1,156 @@
+"""Ingestion assets: Kafka topics (observed), and one raw table per domain filled by the loader.
+
+A raw-table materialization runs the exactly-once loader for that domain's topics until it has
+caught up with what was in Kafka when it started (or a time limit), and records what it did.
+"""
+
+import dagster as dg
+from dagster import AssetExecutionContext
+
+from ingestion.lag import group_lag
+from ingestion.raw_tables import raw_table
+from ingestion.topics import DOMAINS, TOPICS, topics_for_domains
+from orchestration.resources import EventhouseResource
+from orchestration.translator import raw_table_key
+
+KAFKA_GROUP = "kafka"
+INGESTION_GROUP = "ingestion"
+# Each domain's loader is its own consumer group, so runs of different raw tables never rebalance
+# each other; resume positions live in ClickHouse's batch log, not in the group.
+LOADER_GROUP_PREFIX = "eventhouse-loader"
+
+
+def loader_group(domain: str) -> str:
+    return f"{LOADER_GROUP_PREFIX}-{domain}"
+
+
+def topic_key(topic: str) -> dg.AssetKey:
+    return dg.AssetKey(["kafka", topic])
+
+
+TOPIC_SPECS = [
+    dg.AssetSpec(
+        key=topic_key(spec.name),
+        description=f"Kafka topic `{spec.name}` ({spec.domain} events, keyed by {spec.key_field}, "
+        f"{spec.partitions} partitions); bad messages go to `{spec.dlq}`.",
+        group_name=KAFKA_GROUP,
+        kinds={"kafka"},
+    )
+    for spec in TOPICS
+]
+
+
+@dg.multi_observable_source_asset(specs=TOPIC_SPECS, name="kafka_topics", can_subset=False)
+def kafka_topics(context: AssetExecutionContext, eventhouse: EventhouseResource):
+    """Observe every topic's size (sum of partition highwaters) and the loader groups' lag on it."""
+    settings = eventhouse.ensure_stack(context.log)
+    topics = [spec.name for spec in TOPICS]
+    lag_by_topic: dict[str, int] = {}
+    highwater: dict[str, int] = {}
+    for domain in DOMAINS:
+        lag = group_lag(settings.kafka, loader_group(domain), [s.name for s in topics_for_domains([domain])])
+        lag_by_topic.update(lag.by_topic())
+        highwater.update(lag.highwater_by_topic())
+    for topic in topics:
+        yield dg.ObserveResult(
+            asset_key=topic_key(topic),
+            data_version=dg.DataVersion(str(highwater.get(topic, 0))),
+            metadata={
+                "messages": dg.MetadataValue.int(highwater.get(topic, 0)),
+                "loader_lag": dg.MetadataValue.int(lag_by_topic.get(topic, 0)),
+            },
+        )
+
+
+@dg.observable_source_asset(
+    key=raw_table_key("dead_letters"),
+    group_name=INGESTION_GROUP,
+    description="Messages the loader could not accept, with the reason (written by every raw-table run; "
+    "also published to `<topic>.dlq`).",
+)
+def dead_letters(context, eventhouse: EventhouseResource) -> dg.ObserveResult:
+    settings = eventhouse.ensure_stack(context.log)
+    rows = (
+        eventhouse.client()
+        .query(
+            f"SELECT kafka_topic, error, count() FROM `{settings.clickhouse.raw_database}`.dead_letters "
+            "GROUP BY kafka_topic, error ORDER BY count() DESC LIMIT 20"
+        )
+        .result_rows
+    )
+    total = sum(int(r[2]) for r in rows)
+    return dg.ObserveResult(
+        data_version=dg.DataVersion(str(total)),
+        metadata={
+            "dead_letters": dg.MetadataValue.int(total),
+            "top_reasons": dg.MetadataValue.md(
+                "\n".join(f"- `{topic}`: {reason} ({n})" for topic, reason, n in rows) or "none"
+            ),
+        },
+    )
+
+
+class LoaderRunConfig(dg.Config):
+    """Bounds of one loader run (a materialization never runs forever)."""
+
+    max_seconds: float = 600.0
+    batch_rows: int = 5000
+
+
+def _raw_table_asset(domain: str) -> dg.AssetsDefinition:
+    table = raw_table(domain)
+    topics = [spec.name for spec in topics_for_domains([domain])]
+
+    @dg.asset(
+        key=raw_table_key(table),
+        deps=[topic_key(t) for t in topics],
+        group_name=INGESTION_GROUP,
+        kinds={"clickhouse", "kafka"},
+        description=f"Raw {domain} events in ClickHouse (`{table}`), loaded exactly once from "
+        f"{', '.join(f'`{t}`' for t in topics)} by the eventhouse loader; bad messages become dead letters.",
+        op_tags={"eventhouse/domain": domain},
+    )
+    def load_raw_table(
+        context: AssetExecutionContext, eventhouse: EventhouseResource, config: LoaderRunConfig
+    ) -> dg.MaterializeResult:
+        from ingestion.loader import Loader, LoaderConfig
+
+        settings = eventhouse.ensure_stack(context.log)
+        loader_config = LoaderConfig(
+            domains=(domain,),
+            group_id=loader_group(domain),
+            raw_database=settings.clickhouse.raw_database,
+            until_caught_up=True,
+            max_seconds=config.max_seconds,
+            batch_rows=config.batch_rows,
+        )
+        context.log.info(f"loading {', '.join(topics)} into {settings.clickhouse.raw_database}.{table}")
+        stats = Loader(settings, loader_config).run()
+        summary = stats.summary()
+        remaining_lag = sum(stats.lag.values())
+        if remaining_lag:
+            context.log.warning(
+                f"stopped after {config.max_seconds:.0f} s with {remaining_lag} messages still to load; "
+                "the next run continues from there"
+            )
+        total_rows = eventhouse.client().command(f"SELECT count() FROM `{settings.clickhouse.raw_database}`.`{table}`")
+        return dg.MaterializeResult(
+            metadata={
+                "rows_loaded": dg.MetadataValue.int(summary["rows_loaded"]),
+                "dead_letters": dg.MetadataValue.int(summary["dead_letters"]),
+                "duplicates_collapsed": dg.MetadataValue.int(summary["duplicates_collapsed"]),
+                "messages_read": dg.MetadataValue.int(summary["messages"]),
+                "throughput_rows_per_s": dg.MetadataValue.float(float(summary["rows_per_s"])),
+                "elapsed_s": dg.MetadataValue.float(float(summary["elapsed_s"])),
+                "remaining_lag": dg.MetadataValue.int(remaining_lag),
+                "lag_by_partition": dg.MetadataValue.json(summary["lag"]),
+                "insert_ms_p95": dg.MetadataValue.float(float(summary["insert_ms_p95"] or 0.0)),
+                "dagster/row_count": dg.MetadataValue.int(int(total_rows)),
+            }
+        )
+
+    return load_raw_table
+
+
+RAW_TABLE_ASSETS = [_raw_table_asset(domain) for domain in DOMAINS]
+RAW_TABLE_KEYS = [raw_table_key(raw_table(domain)) for domain in DOMAINS]

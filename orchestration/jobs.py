@@ -1,0 +1,52 @@
+"""Jobs: ingestion, the dbt build, the hourly refresh of everything, and the daily partitions batch."""
+
+import dagster as dg
+
+from orchestration.assets.dbt import daily_dbt_assets, warehouse_dbt_assets
+from orchestration.assets.ingestion import RAW_TABLE_KEYS, dead_letters, kafka_topics
+
+RAW_TABLES = dg.AssetSelection.assets(*RAW_TABLE_KEYS)
+OBSERVED_SOURCES = dg.AssetSelection.assets(kafka_topics) | dg.AssetSelection.assets(dead_letters.key)
+WAREHOUSE = dg.AssetSelection.assets(warehouse_dbt_assets)
+DAILY_MARTS = dg.AssetSelection.assets(daily_dbt_assets)
+# The daily marts and what reads them (KPI anomalies, data quality, the anomaly fact).
+DAILY_MARTS_AND_DOWNSTREAM = DAILY_MARTS.downstream()
+
+ingestion_job = dg.define_asset_job(
+    "ingestion",
+    selection=RAW_TABLES,
+    description="Load whatever waits in Kafka into the raw tables (each domain until caught up).",
+)
+
+# dbt only (the raw tables as they are); a partition range recomputes those days of the daily marts.
+build_warehouse_job = dg.define_asset_job(
+    "build_warehouse",
+    selection=WAREHOUSE | DAILY_MARTS,
+    description="dbt build of every model, snapshot and seed; the daily marts for the run's day(s).",
+)
+
+# The hourly run also rebuilds today's partition of the daily marts, so today's KPIs stay current.
+hourly_job = dg.define_asset_job(
+    "hourly_refresh",
+    selection=RAW_TABLES | WAREHOUSE | DAILY_MARTS,
+    description="Ingestion, the incremental warehouse build and today's partition of the daily marts.",
+)
+
+# 3 retries 5 minutes apart, as the reference daily batch does.
+DAILY_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=300)
+
+daily_job = dg.define_asset_job(
+    "daily_partitions",
+    selection=DAILY_MARTS_AND_DOWNSTREAM,
+    op_retry_policy=DAILY_RETRY_POLICY,
+    description="The previous day's partition of every daily mart, then what reads them; a backfill of a "
+    "range of days runs as one dbt invocation.",
+)
+
+observe_sources_job = dg.define_asset_job(
+    "observe_sources",
+    selection=OBSERVED_SOURCES,
+    description="Observe the Kafka topics (messages, loader lag) and the dead letters.",
+)
+
+JOBS = [ingestion_job, build_warehouse_job, hourly_job, daily_job, observe_sources_job]

@@ -1,0 +1,244 @@
+"""Daily partitions of the date-based marts (tag `daily_partitioned`): a partition run recomputes exactly its days.
+
+Raw events on 120 consecutive days (more than ClickHouse's default 100 partitions per insert) are
+written straight into the raw tables (`RawWriter`, the loader's row format): each day one player
+(a game session with a stage clear, a gold grant, a shop purchase), one order and one clickstream
+session. The marts build with one partition per day. Then a second player, order and clickstream
+session arrive on two days; the upstream models pick them up, and a partition run of the first
+day (the orchestrator's command: `dbt build --select tag:daily_partitioned --vars
+{partition_start_date, partition_end_date}`) changes that day's rows only: every other partition,
+the second day's included, keeps its very parts. A run without the vars catches the second day up
+and gives the tables a full refresh gives.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+
+import pytest
+
+from ingestion.contract import make_event
+from ingestion.raw_writer import RawWriter
+from tests.integration.dbt_support import run_dbt
+
+pytestmark = pytest.mark.integration
+
+START = date(2026, 1, 5)
+DAYS = 120
+DAY1 = START + timedelta(days=60)
+DAY2 = DAY1 + timedelta(days=1)
+
+# every model tagged daily_partitioned, with the day column it is partitioned by
+MARTS = {
+    "clickstream_daily_metrics": "metric_date",
+    "commerce_daily_sales": "order_date",
+    "commerce_hourly_sales": "order_date",
+    "economy_daily_kpis": "metric_date",
+    "economy_user_daily_gold": "activity_date",
+    "game_daily_user_summary": "event_date",
+    "latency_daily": "event_date",
+    "kpi_daily": "metric_date",
+    "engagement_active_users": "activity_date",
+    "game_chapter_clear_rates": "event_date",
+}
+
+
+def _ok(args: list[str], env: dict, target) -> str:
+    result = run_dbt(args, env, target)
+    assert result.returncode == 0, result.stdout[-5000:]
+    return result.stdout
+
+
+def _day_events(day: date, who: str) -> list[dict]:
+    """9 events of `who` on `day`: player_<who>'s game session, grant and purchase, an order of
+    customer_<who>, a clickstream session with a click and a buy."""
+    at = datetime.combine(day, time(10), tzinfo=UTC)
+    key = f"{who}-{day:%Y%m%d}"
+    player, game_session = f"player_{who}", f"game-{key}"
+    stage = {"chapter": 1, "stage": 1, "mode": "story"}
+    clicks_session = str(day.toordinal() * 10 + (1 if who == "base" else 2))
+    return [
+        make_event("game.session_start", f"ss-{key}", at, {}, user_id=player, session_id=game_session),
+        make_event(
+            "game.stage_start", f"st-{key}", at + timedelta(minutes=1), stage, user_id=player, session_id=game_session
+        ),
+        make_event(
+            "game.stage_clear",
+            f"sc-{key}",
+            at + timedelta(minutes=2),
+            {**stage, "clear_time_ms": 60_000, "score": 1000},
+            user_id=player,
+            session_id=game_session,
+        ),
+        make_event(
+            "game.session_end",
+            f"se-{key}",
+            at + timedelta(minutes=3),
+            {"duration_ms": 180_000},
+            user_id=player,
+            session_id=game_session,
+        ),
+        make_event(
+            "reward.granted",
+            f"rg-{key}",
+            at + timedelta(minutes=2),
+            {"delta_gold": 100, "balance": 100, "reason": "stage_clear"},
+            user_id=player,
+        ),
+        make_event(
+            "shop.purchase",
+            f"sp-{key}",
+            at + timedelta(minutes=4),
+            {
+                "tx_id": f"tx-{key}",
+                "status": "completed",
+                "product_id": "gold_500",
+                "amount_gold": 500,
+                "price_cents": 99,
+            },
+            user_id=player,
+        ),
+        make_event(
+            "order.created",
+            f"oc-{key}",
+            at + timedelta(minutes=5),
+            {"order_id": f"order-{key}", "status": "PENDING", "version": 1, "amount_cents": 1000},
+            user_id=f"customer_{who}",
+        ),
+        make_event(
+            "clickstream.click",
+            f"ck-{key}",
+            at + timedelta(minutes=6),
+            {"item_id": 1, "category": "A"},
+            user_id=None,
+            session_id=clicks_session,
+        ),
+        make_event(
+            "clickstream.purchase",
+            f"cp-{key}",
+            at + timedelta(minutes=7),
+            {"item_id": 1, "price": 10.0, "quantity": 1},
+            user_id=None,
+            session_id=clicks_session,
+        ),
+    ]
+
+
+def _rows(client, table: str, column: str, day: date) -> list[tuple]:
+    return client.query(f"SELECT * FROM `{table}` WHERE {column} = %(day)s ORDER BY ALL", {"day": day}).result_rows
+
+
+def _parts(client, database: str) -> dict[tuple[str, str], list[str]]:
+    """The active parts of each (mart, partition id)."""
+    result = client.query(
+        "SELECT table, partition_id, groupArray(name) FROM (SELECT * FROM system.parts"
+        " WHERE database = %(db)s AND active AND table IN %(tables)s ORDER BY name)"
+        " GROUP BY table, partition_id",
+        {"db": database, "tables": list(MARTS)},
+    )
+    return {(table, partition): names for table, partition, names in result.result_rows}
+
+
+def _checksums(client) -> dict[str, tuple]:
+    return {
+        table: tuple(client.query(f"SELECT count(), sum(cityHash64(*)) FROM `{table}`").result_rows[0])
+        for table in MARTS
+    }
+
+
+def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
+    env, database, target = dbt_env
+    client = embedded_stack.client(database=database)
+    writer = RawWriter(client, env["EVENTHOUSE_RAW_DATABASE"])
+    for offset in range(DAYS):
+        writer.add_all(_day_events(START + timedelta(days=offset), "base"))
+    writer.flush()
+
+    # A first build of 120 days: one insert touches 120 partitions of each mart.
+    _ok(["run", "--full-refresh"], env, target)
+    for table, column in MARTS.items():
+        days = client.command(f"SELECT uniqExact({column}) FROM `{table}`")
+        assert days == DAYS, table
+        assert (
+            client.command(
+                f"SELECT uniqExact(partition_id) FROM system.parts WHERE database = '{database}' AND table = '{table}'"
+                " AND active"
+            )
+            == DAYS
+        ), table
+    before = {
+        table: {day: _rows(client, table, column, day) for day in (DAY1, DAY2)} for table, column in MARTS.items()
+    }
+    parts_before = _parts(client, database)
+    assert client.query(
+        "SELECT event_count, dau, revenue FROM kpi_daily WHERE metric_date = %(d)s", {"d": DAY1}
+    ).result_rows == [(9, 2, Decimal("10.99"))]
+
+    # A second player, order and clickstream session on DAY1 and DAY2; the models that are not
+    # partitioned pick them up, then the partition run of DAY1 alone (with the tests of the
+    # partitioned marts, assert_commerce_marts_add_up's comparison with fct_orders included).
+    writer.add_all([*_day_events(DAY1, "extra"), *_day_events(DAY2, "extra")]).flush()
+    _ok(["run", "--exclude", "tag:daily_partitioned"], env, target)
+    day1 = json.dumps({"partition_start_date": str(DAY1), "partition_end_date": str(DAY1)})
+    _ok(["build", "--select", "tag:daily_partitioned", "--vars", day1], env, target)
+
+    for table, column in MARTS.items():
+        assert _rows(client, table, column, DAY1) != before[table][DAY1], f"{table}: {DAY1} not recomputed"
+        assert _rows(client, table, column, DAY2) == before[table][DAY2], f"{table}: {DAY2} changed"
+    # Every partition but DAY1's is the very same part as before (nothing else was rewritten).
+    parts_after = _parts(client, database)
+    day1_id = DAY1.strftime("%Y%m%d")
+    assert {k: v for k, v in parts_after.items() if k[1] != day1_id} == {
+        k: v for k, v in parts_before.items() if k[1] != day1_id
+    }
+    assert all(parts_after[(table, day1_id)] != parts_before[(table, day1_id)] for table in MARTS)
+
+    kpi = "SELECT metric_date, event_count, dau, revenue FROM kpi_daily WHERE metric_date IN %(d)s ORDER BY 1"
+    assert client.query(kpi, {"d": [DAY1, DAY2]}).result_rows == [
+        (DAY1, 18, 4, Decimal("21.98")),
+        (DAY2, 9, 2, Decimal("10.99")),  # not recomputed yet
+    ]
+    sales = (
+        "SELECT order_date, orders, revenue, customers FROM commerce_daily_sales WHERE order_date IN %(d)s ORDER BY 1"
+    )
+    assert client.query(sales, {"d": [DAY1, DAY2]}).result_rows == [
+        (DAY1, 2, Decimal("20.00"), 2),
+        (DAY2, 1, Decimal("10.00"), 1),
+    ]
+    # The trailing windows of DAY1 read the days before it; the days after DAY1 keep their rows
+    # (player_extra is not in their WAU until they are recomputed).
+    active = (
+        "SELECT activity_date, dau, wau, mau FROM engagement_active_users"
+        " WHERE user_type = 'player' AND activity_date IN %(d)s ORDER BY 1"
+    )
+    later = DAY1 + timedelta(days=5)
+    assert client.query(active, {"d": [DAY1, DAY2, later]}).result_rows == [
+        (DAY1, 2, 2, 2),
+        (DAY2, 1, 1, 1),
+        (later, 1, 1, 1),
+    ]
+
+    # A run without the vars recomputes every day: DAY2 catches up, and the tables are what a
+    # full refresh builds.
+    _ok(["run", "--select", "tag:daily_partitioned"], env, target)
+    assert client.query(kpi, {"d": [DAY1, DAY2]}).result_rows == [
+        (DAY1, 18, 4, Decimal("21.98")),
+        (DAY2, 18, 4, Decimal("21.98")),
+    ]
+    assert client.query(active, {"d": [DAY1, DAY2, later]}).result_rows == [
+        (DAY1, 2, 2, 2),
+        (DAY2, 2, 2, 2),
+        (later, 1, 2, 2),
+    ]
+    for table, column in MARTS.items():
+        assert _rows(client, table, column, DAY2) != before[table][DAY2], f"{table}: {DAY2} not caught up"
+    incremental = _checksums(client)
+    _ok(["run", "--select", "tag:daily_partitioned", "--full-refresh"], env, target)
+    assert _checksums(client) == incremental
+
+    # The vars are checked.
+    reversed_days = json.dumps({"partition_start_date": str(DAY2), "partition_end_date": str(DAY1)})
+    result = run_dbt(["compile", "--select", "kpi_daily", "--vars", reversed_days], env, target)
+    assert result.returncode != 0 and "is after partition_end_date" in result.stdout, result.stdout[-2000:]

@@ -1,0 +1,230 @@
+"""Dagster end to end on a real embedded stack: the demo's events published to Kafka, every asset
+materialized in-process, checks evaluated, one day's partition recomputed, a failing dbt test
+blocking what is downstream of it, and the Kafka lag sensor before and after loading.
+
+One stack and one Dagster instance for the module (materializing the whole graph takes minutes);
+the tests run in file order and each leaves the data as the next expects it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+
+import dagster as dg
+import pytest
+
+from eventhouse.config import load_settings
+from ingestion.contract import make_event
+from tests.conftest import running_stack
+
+pytestmark = pytest.mark.integration
+
+DAY1, DAY2 = date(2026, 11, 3), date(2026, 11, 4)
+
+
+@pytest.fixture(scope="module")
+def world():
+    """An own stack and databases, the demo published, the lag sensor read, everything materialized."""
+    saved = dict(os.environ)
+    with running_stack("eventhouse-dagster-") as stack, tempfile.TemporaryDirectory() as dagster_home:
+        database = f"dg_{uuid.uuid4().hex[:8]}"
+        os.environ.update(stack.env)
+        os.environ.update(
+            {
+                "EVENTHOUSE_CLICKHOUSE_DATABASE": database,
+                "EVENTHOUSE_RAW_DATABASE": f"raw_{database}",
+                "DAGSTER_HOME": dagster_home,
+                "EVENTHOUSE_LAG_THRESHOLD": "1000",
+            }
+        )
+        try:
+            from eventhouse.demo import produce_demo_events
+            from orchestration.definitions import build_definitions
+            from orchestration.materialize import materialize_everything
+
+            settings = load_settings()
+            defs = build_definitions()
+            produce_demo_events(settings)
+            client = stack.client()
+            sensor_before = _evaluate_lag_sensor(defs)
+            with dg.DagsterInstance.get() as instance:
+                runs = materialize_everything(defs, instance, client, settings.clickhouse.raw_database)
+                sensor_after = _evaluate_lag_sensor(defs, instance)
+                yield {
+                    "defs": defs,
+                    "instance": instance,
+                    "client": client,
+                    "settings": settings,
+                    "runs": runs,
+                    "sensor_before": sensor_before,
+                    "sensor_after": sensor_after,
+                    "publish": lambda events: _publish(settings, events),
+                }
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+
+def _evaluate_lag_sensor(defs: dg.Definitions, instance: dg.DagsterInstance | None = None):
+    sensor = defs.resolve_sensor_def("kafka_lag_sensor")
+    with dg.build_sensor_context(
+        instance=instance, repository_def=defs.get_repository_def(), resources=defs.resources
+    ) as context:
+        return sensor.evaluate_tick(context)
+
+
+def _publish(settings, events: list[dict]) -> None:
+    from ingestion.publisher import Publisher
+
+    publisher = Publisher(settings.kafka, client_id="dagster-test")
+    try:
+        for event in events:
+            publisher.publish(event)
+    finally:
+        publisher.close()
+
+
+def _purchase(day: date, tag: str) -> dict:
+    return make_event(
+        "shop.purchase",
+        f"dagster-test-{tag}-{day:%Y%m%d}",
+        datetime.combine(day, time(12), tzinfo=UTC),
+        {
+            "tx_id": f"tx-{tag}-{day:%Y%m%d}",
+            "status": "completed",
+            "product_id": "gold_500",
+            "amount_gold": 500,
+            "price_cents": 99,
+        },
+        user_id="player_dagster_test",
+    )
+
+
+def _revenue(world, day: date) -> Decimal:
+    database = world["settings"].clickhouse.database
+    return (
+        world["client"]
+        .query(f"SELECT sum(revenue) FROM `{database}`.economy_daily_kpis WHERE metric_date = %(day)s", {"day": day})
+        .result_rows[0][0]
+    )
+
+
+def _materialized(result: dg.ExecuteInProcessResult) -> dict[str, set[str | None]]:
+    """asset -> partitions materialized in this run (None for unpartitioned assets)."""
+    done: dict[str, set[str | None]] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        done.setdefault(materialization.asset_key.to_user_string(), set()).add(materialization.partition)
+    return done
+
+
+def test_lag_sensor_launches_ingestion_for_the_lagging_domains_only(world):
+    [request] = world["sensor_before"].run_requests
+    # The demo put thousands of messages in every domain and nothing was loaded yet.
+    assert {key.to_user_string() for key in request.asset_selection} == {
+        f"eventhouse_raw/raw_{d}_events" for d in ("clickstream", "game", "economy", "orders")
+    }
+    assert request.tags["eventhouse/trigger"] == "kafka_lag"
+    after = world["sensor_after"]
+    assert not after.run_requests
+    assert "at or below 1000" in after.skip_message
+
+
+def test_whole_graph_materializes_with_every_check_evaluated(world):
+    runs, defs = world["runs"], world["defs"]
+    assert [r.job for r in runs] == ["ingestion", "observe_sources", "build_warehouse", "daily_partitions"]
+    assert all(r.success for r in runs), [r.step_failures for r in runs]
+    graph = defs.resolve_asset_graph()
+    materialized = {key for r in runs for key in r.materialized}
+    materializable = {key for key in graph.get_all_asset_keys() if graph.get(key).is_materializable}
+    assert materializable - materialized == set()
+    assert "ERROR" not in {sev for r in runs for sev in r.checks_failed}, [r.checks_failed for r in runs]
+    # Warn-level findings are data, not breakage: only the KPI z-score test may flag, and exactly
+    # when the kpi_anomalies mart found a spike or drop in this data.
+    warned = {name for r in runs for name in r.checks_failed.get("WARN", [])}
+    assert all(name.startswith("kpi_daily:kpi_anomaly_") for name in warned), warned
+    database = world["settings"].clickhouse.database
+    flagged = world["client"].command(f"SELECT countIf(is_anomaly) FROM `{database}`.kpi_anomalies")
+    assert bool(warned) == (int(flagged) > 0)
+    passed = sum(r.checks_passed for r in runs)
+    assert passed >= len(list(graph.asset_check_keys)) - len(warned) - 10
+
+
+def test_row_counts_are_recorded_and_true(world):
+    latest = {}
+    for run in world["runs"]:
+        latest.update(run.row_counts)
+    database = world["settings"].clickhouse.database
+    raw = world["settings"].clickhouse.raw_database
+    client = world["client"]
+    assert latest[dg.AssetKey(["fct_events"])] == client.command(f"SELECT count() FROM `{database}`.fct_events")
+    distinct_raw = client.command(
+        " + ".join(
+            f"(SELECT uniqExact(event_id) FROM `{raw}`.raw_{d}_events)"
+            for d in ("clickstream", "game", "economy", "orders")
+        ).join(["SELECT ", ""])
+    )
+    assert latest[dg.AssetKey(["fct_events"])] == distinct_raw
+    loaded = world["runs"][0]
+    assert loaded.row_counts[dg.AssetKey(["eventhouse_raw", "raw_game_events"])] > 10_000
+
+
+def test_a_partition_run_recomputes_exactly_its_day(world):
+    before1, before2 = _revenue(world, DAY1), _revenue(world, DAY2)
+    world["publish"]([_purchase(DAY1, "late"), _purchase(DAY2, "late")])
+    job = world["defs"].resolve_job_def("hourly_refresh")
+    result = job.execute_in_process(instance=world["instance"], partition_key=DAY1.isoformat(), raise_on_error=False)
+    assert result.success
+    done = _materialized(result)
+    assert done["economy_daily_kpis"] == {DAY1.isoformat()}
+    assert done["fct_events"] == {None}
+    # both late purchases reached fct_events; only day 1's partition of the daily mart was rebuilt
+    assert _revenue(world, DAY1) == before1 + Decimal("0.99")
+    assert _revenue(world, DAY2) == before2
+    backfill = world["defs"].resolve_job_def("daily_partitions")
+    result = backfill.execute_in_process(instance=world["instance"], partition_key=DAY2.isoformat())
+    assert _materialized(result)["economy_daily_kpis"] == {DAY2.isoformat()}
+    assert _revenue(world, DAY2) == before2 + Decimal("0.99")
+    assert _revenue(world, DAY1) == before1 + Decimal("0.99")
+
+
+def test_a_failing_error_test_fails_its_check_and_blocks_downstream(world):
+    raw = world["settings"].clickhouse.raw_database
+    client = world["client"]
+    # an event type the contract does not know, written past the loader
+    client.command(
+        f"INSERT INTO `{raw}`.raw_game_events SELECT * REPLACE ('game.bogus' AS event_type, "
+        f"'dagster-test-bogus' AS event_id) FROM `{raw}`.raw_game_events LIMIT 1"
+    )
+    try:
+        job = world["defs"].resolve_job_def("build_warehouse")
+        result = job.execute_in_process(
+            instance=world["instance"], partition_key=DAY1.isoformat(), raise_on_error=False
+        )
+        assert not result.success
+        evaluations = {
+            e.event_specific_data.check_name: e.event_specific_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        }
+        failed = evaluations[
+            "accepted_values_stg_game__events_event_type__game_session_start__game_session_end__game_stage_start__"
+            "game_stage_clear__game_stage_fail__game_item_use__game_navigation__game_heartbeat"
+        ]
+        assert not failed.passed
+        assert failed.severity == dg.AssetCheckSeverity.ERROR
+        done = _materialized(result)
+        assert "stg_game__events" in done  # the view was built, then its test failed
+        for downstream in ("fct_events", "fct_sessions", "economy_daily_kpis", "game_daily_user_summary"):
+            assert downstream not in done, downstream
+        # models that do not depend on the game events were still built
+        assert "stg_orders__order_events" in done
+    finally:
+        client.command(
+            f"ALTER TABLE `{raw}`.raw_game_events DELETE WHERE event_id = 'dagster-test-bogus'",
+            settings={"mutations_sync": 2},
+        )
