@@ -48,7 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/eventhouse stack run --ephemeral -- bash -c '$(BIN)/eventhouse load --create-tables-only && $(BIN)/sqlfluff lint models macros analyses tests/dbt'
 
-# Each writes its numbers to bench/results/; bench/RESULTS.md discusses them. About 30 minutes.
+# Each writes its numbers to bench/results/; bench/RESULTS.md discusses them. About 35 minutes.
 bench: $(STAMP)
 	$(BIN)/python -m bench.server_overhead --json bench/results/server_overhead.json
 	$(BIN)/python -m bench.loader_throughput --json bench/results/loader_throughput.json
