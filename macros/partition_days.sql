@@ -76,3 +76,43 @@
 {% macro daily_partition_query_settings() -%}
     {{ return({'max_partitions_per_insert_block': 10000}) }}
 {%- endmacro %}
+
+{#- on-run-start: an incremental model about to run whose existing table has another partition key
+    than its config (a mart that was a plain table before it became daily-partitioned, or a
+    changed partition_by) is dropped, so this run builds it in full. insert_overwrite would fail
+    with "Tables have different partition key", and the append/delete+insert strategies would keep
+    the old layout forever. Every model is derived data, so a full build loses nothing; only
+    models selected for this run are touched. -#}
+{% macro drop_incremental_tables_with_another_partition_key() -%}
+    {%- if not execute -%}{{ return('') }}{%- endif -%}
+    {%- set wanted = {} -%}
+    {%- for node in graph.nodes.values() -%}
+        {%- if node.resource_type == 'model' and node.unique_id in selected_resources
+            and node.config.materialized == 'incremental' and node.config.get('partition_by') -%}
+            {%- set partition_by = node.config.get('partition_by') -%}
+            {%- set partition_by = partition_by | join(', ') if partition_by is not string else partition_by -%}
+            {%- do wanted.update({node.alias or node.name: partition_by}) -%}
+        {%- endif -%}
+    {%- endfor -%}
+    {%- if wanted -%}
+        {%- set existing = run_query(
+            "select name, partition_key from system.tables where database = '" ~ target.schema
+            ~ "' and name in ('" ~ (wanted.keys() | list | join("', '")) ~ "')") -%}
+        {%- for row in existing.rows -%}
+            {#- compared without spaces and parentheses: ClickHouse reports `(toYYYYMM(d))` for toYYYYMM(d) -#}
+            {%- set expected = wanted[row[0]] | replace(' ', '') | replace('(', '') | replace(')', '') -%}
+            {%- set actual = (row[1] or '') | replace(' ', '') | replace('(', '') | replace(')', '') -%}
+            {%- if actual != expected -%}
+                {{ log("dropping " ~ target.schema ~ "." ~ row[0] ~ ": its partition key '" ~ row[1]
+                    ~ "' is not the configured '" ~ wanted[row[0]] ~ "'; this run builds it in full", info=True) }}
+                {#- through the adapter, so dbt's relation cache forgets the table too -#}
+                {%- set relation = adapter.get_relation(database=none, schema=target.schema, identifier=row[0]) -%}
+                {%- if relation is not none -%}
+                    {%- do adapter.drop_relation(relation) -%}
+                {%- else -%}
+                    {%- do run_query("drop table if exists `" ~ target.schema ~ "`.`" ~ row[0] ~ "`") -%}
+                {%- endif -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endif -%}
+{%- endmacro %}
