@@ -7,7 +7,10 @@ tests are left to CI (`make test`): they test SQL logic, not the data a run prod
 
 import json
 import os
+import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -15,7 +18,7 @@ from dagster import AssetExecutionContext
 from dagster_dbt import DbtCliResource, dbt_assets
 
 from orchestration.partitions import daily_partitions, vars_for_time_window
-from orchestration.project import ensure_manifest
+from orchestration.project import DBT_TARGET_DIR, ensure_manifest
 from orchestration.resources import EventhouseResource
 from orchestration.translator import DAILY_PARTITIONED_TAG, EventhouseTranslator
 
@@ -29,6 +32,25 @@ TRANSLATOR = EventhouseTranslator()
 DAILY_PARTITIONS = daily_partitions()
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]
 DBT_INDIRECT_SELECTION_ENV = "DBT_INDIRECT_SELECTION"
+
+
+# dagster-dbt gives every dbt invocation a target directory of its own, "<op>-<run id>-<uuid>"
+# under target/ (~7 MB each: manifest, compiled SQL, run_results); an hourly schedule would make
+# hundreds a day. The newest ones stay for looking into a failure.
+KEEP_INVOCATION_DIRS = 30
+_INVOCATION_DIR = re.compile(r"^[A-Za-z0-9_]+-[0-9a-f]{7}-[0-9a-f]{7}$")
+
+
+def prune_invocation_dirs(target: Path = DBT_TARGET_DIR, keep: int = KEEP_INVOCATION_DIRS) -> list[Path]:
+    """Remove all but the `keep` newest per-invocation target directories; returns those removed."""
+    if not target.is_dir():
+        return []
+    dirs = [p for p in target.iterdir() if p.is_dir() and _INVOCATION_DIR.match(p.name)]
+    dirs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = dirs[keep:]
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 def _build(
@@ -46,6 +68,7 @@ def _build(
     reference a selected model (relationships to dim_date), before those marts exist; `buildable`
     keeps each piece to tests whose every parent it builds or has already built.
     """
+    prune_invocation_dirs()
     previous = os.environ.get(DBT_INDIRECT_SELECTION_ENV)
     if indirect_selection:
         os.environ[DBT_INDIRECT_SELECTION_ENV] = indirect_selection

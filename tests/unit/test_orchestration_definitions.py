@@ -136,3 +136,24 @@ def test_layer_groups():
     assert layer_group(["eventhouse", "marts", "core", "fct_events"], "model") == "core"
     assert layer_group(["eventhouse", "marts", "game", "dim_stages"], "model") == "marts_game"
     assert layer_group(["eventhouse", "game_stages"], "seed") == "seeds"
+
+
+def test_old_dbt_invocation_directories_are_pruned(tmp_path):
+    import os
+
+    from orchestration.assets.dbt import prune_invocation_dirs
+
+    for index in range(5):
+        path = tmp_path / f"warehouse_2-{index:07x}-abcdef{index}"
+        path.mkdir()
+        os.utime(path, (1_000 + index, 1_000 + index))
+    (tmp_path / "compiled").mkdir()  # dbt's own folders are never touched
+    (tmp_path / "manifest.json").write_text("{}")
+    removed = prune_invocation_dirs(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == [f"warehouse_2-{i:07x}-abcdef{i}" for i in range(3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "compiled",
+        "manifest.json",
+        "warehouse_2-0000003-abcdef3",
+        "warehouse_2-0000004-abcdef4",
+    ]
