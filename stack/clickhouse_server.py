@@ -148,6 +148,8 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
         self.timezone = options.timezone
         self.in_flight = 0
         self.in_flight_lock = threading.Condition()
+        # Set by drain(): from then on no request reaches the engine, which is about to close.
+        self.closing = False
         try:
             super().__init__((options.host, options.port), ClickHouseRequestHandler)
         except OSError as exc:
@@ -159,9 +161,13 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
                 ) from None
             raise
 
-    def request_started(self) -> None:
+    def request_started(self) -> bool:
+        """Count a request in; False once shutdown began (the engine must not be touched)."""
         with self.in_flight_lock:
+            if self.closing:
+                return False
             self.in_flight += 1
+            return True
 
     def request_finished(self) -> None:
         with self.in_flight_lock:
@@ -169,9 +175,14 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
             self.in_flight_lock.notify_all()
 
     def drain(self, timeout: float) -> bool:
-        """Wait for requests in progress to finish; True when none remain."""
+        """Refuse new requests, then wait for those in progress to finish; True when none remain.
+
+        Refusing matters for keep-alive connections: their handler threads outlive
+        serve_forever() and would otherwise run a client's next request on a closed engine.
+        """
         deadline = time.monotonic() + timeout
         with self.in_flight_lock:
+            self.closing = True
             while self.in_flight > 0:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -322,8 +333,14 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
     # ---- the query path -------------------------------------------------------
 
     def _handle_query(self) -> None:
-        self.server.request_started()
         query_id = str(uuid.uuid4())
+        if not self.server.request_started():
+            self.close_connection = True
+            # NETWORK_ERROR: clients (the loader among them) retry it, as they would a refused connection
+            self._send_error(
+                ClickHouseError(210, "The ClickHouse server is shutting down", "NETWORK_ERROR"), query_id, None
+            )
+            return
         body: _Body | None = None
         try:
             url = urlsplit(self.path)
