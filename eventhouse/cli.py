@@ -12,19 +12,65 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eventhouse.config import DEFAULT_DATABASE, REPO_ROOT, load_settings, stack_env
+from eventhouse.config import DEFAULT_DATABASE, REPO_ROOT, env_number, load_settings, stack_env
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (`--help` still shows the usage)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def _home(text: str) -> Path:
+    path = Path(text).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a directory")
+    return path
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
 
 
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     settings = load_settings()
-    parser.add_argument("--home", type=Path, default=settings.home, help="data, pidfiles and logs (EVENTHOUSE_HOME)")
+    parser.add_argument("--home", type=_home, default=settings.home, help="data, pidfiles and logs (EVENTHOUSE_HOME)")
     parser.add_argument(
         "--clickhouse-port",
-        type=int,
+        type=_port,
         default=settings.clickhouse.port,
         help="ClickHouse HTTP port (default %(default)s)",
     )
-    parser.add_argument("--kafka-port", type=int, default=settings.kafka.port, help="Kafka port (default %(default)s)")
+    parser.add_argument(
+        "--kafka-port", type=_port, default=settings.kafka.port, help="Kafka port (default %(default)s)"
+    )
 
 
 def _stack(args: argparse.Namespace):
@@ -175,6 +221,18 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_file(path: Path, option: str) -> Path:
+    if not path.exists():
+        raise InputError(f"{option} {path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{option} {path}: not a file")
+    return path
+
+
+class InputError(ValueError):
+    """An input file or option the command cannot use."""
+
+
 SAMPLES_DIR = REPO_ROOT / "ingestion" / "samples"
 
 
@@ -182,12 +240,14 @@ def cmd_produce_yoochoose(args: argparse.Namespace) -> int:
     from ingestion.producers.yoochoose import MalformedLine, replay
     from ingestion.publisher import Publisher
 
+    clicks = _input_file(Path(args.clicks), "--clicks")
+    buys = _input_file(Path(args.buys), "--buys") if args.buys else None
     publisher = Publisher(load_settings().kafka, client_id="yoochoose-replay")
     try:
         summary = replay(
             publisher,
-            Path(args.clicks),
-            Path(args.buys) if args.buys else None,
+            clicks,
+            buys,
             max_events=args.max_events,
             speed=args.speed,
             anomaly_interval=args.anomaly_interval,
@@ -199,6 +259,10 @@ def cmd_produce_yoochoose(args: argparse.Namespace) -> int:
     finally:
         publisher.close()
     print(json.dumps({**summary.as_dict(), "events_per_s": round(publisher.rate(), 1)}, indent=2))
+    if summary.produced == 0:
+        why = f"all {summary.lines_read} lines were rejected" if summary.lines_read else "the files have no lines"
+        print(f"error: produced nothing: {why} ({clicks}{', ' + str(buys) if buys else ''})", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -234,8 +298,21 @@ def _date(text: str):
         raise argparse.ArgumentTypeError(f"expected a date like 2026-11-01, got {text!r}") from None
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text}")
+    return value
+
+
 def _rate(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text}")
     return value
@@ -289,7 +366,7 @@ def cmd_produce_yoochoose_sample(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eventhouse", description="eventhouse: a dbt-centered event warehouse")
+    parser = _Parser(prog="eventhouse", description="eventhouse: a dbt-centered event warehouse")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -326,43 +403,54 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
     load.add_argument("--group-id", default="eventhouse-loader")
     load.add_argument("--raw-database", default=os.environ.get("EVENTHOUSE_RAW_DATABASE", "eventhouse_raw"))
-    load.add_argument("--batch-rows", type=int, default=5000, help="flush after this many messages")
-    load.add_argument("--batch-bytes", type=int, default=1_000_000, help="flush after this many bytes")
-    load.add_argument("--batch-seconds", type=float, default=1.5, help="flush a batch this old")
+    load.add_argument("--batch-rows", type=_positive_int, default=5000, help="flush after this many messages")
+    load.add_argument("--batch-bytes", type=_positive_int, default=1_000_000, help="flush after this many bytes")
+    load.add_argument("--batch-seconds", type=_positive_float, default=1.5, help="flush a batch this old")
     load.add_argument("--until-caught-up", action="store_true", help="stop when every partition reached its highwater")
-    load.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    load.add_argument(
+        "--max-seconds",
+        type=_positive_float,
+        default=None,
+        help="stop after this long, connecting and waiting for servers included (exit 1 if they never answered)",
+    )
     load.add_argument(
         "--session-timeout-ms",
-        type=int,
-        default=int(os.environ.get("EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS", "6000")),
+        type=_positive_int,
+        default=int(env_number("EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS", 6000, int)),
         help="consumer group session timeout (6000 suits the embedded broker; use Kafka's default in production)",
     )
     load.add_argument(
         "--create-tables-only", action="store_true", help="create the raw tables (idempotent) and exit, reading nothing"
     )
-    load.add_argument("--ttl-days", type=int, default=None, help="retention TTL on new raw tables (off by default)")
-    load.add_argument("--fetch-max-bytes", type=int, default=16 << 20, help="Kafka fetch size per request")
-    load.add_argument("--partition-fetch-bytes", type=int, default=4 << 20, help="Kafka fetch size per partition")
+    load.add_argument(
+        "--ttl-days", type=_positive_int, default=None, help="retention TTL on new raw tables (off by default)"
+    )
+    load.add_argument("--fetch-max-bytes", type=_positive_int, default=16 << 20, help="Kafka fetch size per request")
+    load.add_argument(
+        "--partition-fetch-bytes", type=_positive_int, default=4 << 20, help="Kafka fetch size per partition"
+    )
     load.set_defaults(func=cmd_load)
 
     produce = sub.add_parser("produce", help="publish events to Kafka").add_subparsers(dest="producer", required=True)
     yoochoose = produce.add_parser("yoochoose", help="replay RecSys 2015 (YOOCHOOSE) click and buy files")
     yoochoose.add_argument("--clicks", default=str(SAMPLES_DIR / "yoochoose-clicks.dat"))
     yoochoose.add_argument("--buys", default=str(SAMPLES_DIR / "yoochoose-buys.dat"))
-    yoochoose.add_argument("--max-events", type=int, default=None)
-    yoochoose.add_argument("--speed", type=float, default=0.0, help="event-time seconds per second; 0 = no waiting")
-    yoochoose.add_argument("--anomaly-interval", type=float, default=None, help="inject a bot burst every S seconds")
+    yoochoose.add_argument("--max-events", type=_positive_int, default=None)
+    yoochoose.add_argument("--speed", type=_non_negative_float, default=0.0, help="event-time s per s; 0 = no waiting")
+    yoochoose.add_argument(
+        "--anomaly-interval", type=_positive_float, default=None, help="inject a bot burst every S seconds"
+    )
     yoochoose.add_argument("--strict", action="store_true", help="a malformed line is fatal instead of skipped")
     yoochoose.set_defaults(func=cmd_produce_yoochoose)
     sample = produce.add_parser("yoochoose-sample", help="write small synthetic files in the YOOCHOOSE layout")
     sample.add_argument("--out", default=str(SAMPLES_DIR))
-    sample.add_argument("--sessions", type=int, default=400)
+    sample.add_argument("--sessions", type=_positive_int, default=400)
     sample.add_argument("--seed", type=int, default=2015)
     sample.set_defaults(func=cmd_produce_yoochoose_sample)
 
     simulate = produce.add_parser("simulate", help="game and economy events from simulated players (5 personas)")
-    simulate.add_argument("--users", type=int, default=52)
-    simulate.add_argument("--days", type=int, default=7)
+    simulate.add_argument("--users", type=_positive_int, default=52)
+    simulate.add_argument("--days", type=_positive_int, default=7)
     simulate.add_argument("--start", type=_date, default="2026-11-01", help="first simulated day (UTC)")
     simulate.add_argument("--seed", type=int, default=7, help="same seed and options, same events (ids included)")
     simulate.add_argument("--duplicate-rate", type=_rate, default=0.0, help="share of events delivered twice")
@@ -371,10 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_produce_simulate)
 
     orders = produce.add_parser("orders", help="commerce order lifecycles with versions and soft deletes")
-    orders.add_argument("--orders", type=int, default=500)
-    orders.add_argument("--users", type=int, default=120)
-    orders.add_argument("--products", type=int, default=40)
-    orders.add_argument("--days", type=int, default=7)
+    orders.add_argument("--orders", type=_positive_int, default=500)
+    orders.add_argument("--users", type=_positive_int, default=120)
+    orders.add_argument("--products", type=_positive_int, default=40)
+    orders.add_argument("--days", type=_positive_int, default=7)
     orders.add_argument("--start", type=_date, default="2026-11-01", help="first simulated day (UTC)")
     orders.add_argument("--seed", type=int, default=11)
     orders.add_argument("--delete-rate", type=_rate, default=0.03, help="share of orders soft-deleted by an admin")
@@ -390,11 +478,40 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) on the demo's Dagster instance")
-    ui.add_argument("--home", type=Path, default=None, help="EVENTHOUSE_HOME; the instance is HOME/dagster")
+    ui.add_argument("--home", type=_home, default=None, help="EVENTHOUSE_HOME; the instance is HOME/dagster")
     ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s)")
-    ui.add_argument("--port", type=int, default=3000, help="port to serve on (default %(default)s)")
+    ui.add_argument("--port", type=_port, default=3000, help="port to serve on (default %(default)s)")
     ui.set_defaults(func=cmd_ui)
     return parser
+
+
+def _failure(exc: BaseException) -> str | None:
+    """One line naming an operational failure (a server down, bad input, refused credentials), or None for bugs."""
+    from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+    from kafka.errors import RetriableError
+
+    from eventhouse.config import ConfigError
+    from ingestion.loader import LoaderError, short_reason
+    from ingestion.producers.yoochoose import MalformedLine
+    from ingestion.topics import TopicMismatch
+    from stack.processes import ServiceError
+
+    if isinstance(exc, ConfigError | ServiceError | TopicMismatch | LoaderError | MalformedLine | InputError):
+        return str(exc)
+    if isinstance(exc, RetriableError):  # KafkaTimeoutError "Unable to bootstrap from ...", connection errors
+        bootstrap = load_settings().kafka.bootstrap
+        return f"Kafka at {bootstrap} is not reachable: {short_reason(exc)}"
+    ch = load_settings().clickhouse
+    if isinstance(exc, OperationalError):
+        return f"ClickHouse at {ch.host}:{ch.port} is not reachable: {short_reason(exc)}"
+    if isinstance(exc, DatabaseError) and getattr(exc, "code", None) == 516:
+        return (
+            f"ClickHouse at {ch.host}:{ch.port} refused user {ch.user!r}: wrong password or no such user "
+            "(EVENTHOUSE_CLICKHOUSE_USER / EVENTHOUSE_CLICKHOUSE_PASSWORD)"
+        )
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,12 +526,19 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from stack.processes import ServiceError
-
+    if not args.verbose:
+        # Each failed attempt is logged by us, once, with what happens next; the clients' own
+        # warnings about the same attempt (and kafka-python's reconnect chatter) only repeat it.
+        for name in ("urllib3.connectionpool", "clickhouse_connect"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         return int(args.func(args) or 0)
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = _failure(exc)
+        if message is None:
+            raise  # a bug: the traceback is what its report needs
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +19,14 @@ DEFAULT_CLICKHOUSE_PORT = 18123
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_DATABASE = "eventhouse"
 DEFAULT_RAW_DATABASE = "eventhouse_raw"
+# How long a Kafka client waits for the first broker before giving up (kafka-python's default is 30 s).
+DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
+
+# The event contract's limits (ingestion/contract.py): longer strings and events outside the
+# plausible window become dead letters. The earliest day accepts the 2014 YOOCHOOSE replay.
+DEFAULT_MAX_STRING_CHARS = 1024
+DEFAULT_EVENT_TS_MIN = date(2000, 1, 1)
+DEFAULT_EVENT_TS_MAX_AHEAD_HOURS = 24.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -41,6 +50,13 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(env_number(name, default, int, env))
+
+
+def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
+    port = _env_int(env, name, default)
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"{name}={port} is not a port number (1-65535)")
+    return port
 
 
 def env_number(name: str, default: float, kind: type = float, env: Mapping[str, str] | None = None) -> float:
@@ -100,6 +116,8 @@ class KafkaConfig:
     sasl_username: str | None = None
     sasl_password: str | None = None
     ssl_cafile: str | None = None
+    # how long a client waits for the first broker to answer before it gives up
+    bootstrap_timeout_ms: int = DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS
 
     @property
     def port(self) -> int:
@@ -118,7 +136,40 @@ class KafkaConfig:
             kwargs["sasl_plain_password"] = self.sasl_password
         if self.ssl_cafile:
             kwargs["ssl_cafile"] = self.ssl_cafile
+        kwargs["bootstrap_timeout_ms"] = self.bootstrap_timeout_ms
         return kwargs
+
+
+@dataclass(frozen=True)
+class ContractConfig:
+    """Limits the loader holds every event to, beyond its type's fields."""
+
+    # longest string (payload values and keys, ids, source) in characters
+    max_string_chars: int = DEFAULT_MAX_STRING_CHARS
+    # `ts` and `ingested_at` must lie in [ts_min, loader's clock + ts_max_ahead]
+    ts_min: datetime = datetime.combine(DEFAULT_EVENT_TS_MIN, datetime.min.time(), UTC)
+    ts_max_ahead: timedelta = timedelta(hours=DEFAULT_EVENT_TS_MAX_AHEAD_HOURS)
+
+
+def contract_config(env: Mapping[str, str] | None = None) -> ContractConfig:
+    """The contract limits from EVENTHOUSE_MAX_STRING_CHARS, _EVENT_TS_MIN and _EVENT_TS_MAX_AHEAD_HOURS."""
+    env = os.environ if env is None else env
+    max_chars = _env_int(env, "EVENTHOUSE_MAX_STRING_CHARS", DEFAULT_MAX_STRING_CHARS)
+    if max_chars < 1:
+        raise ConfigError(f"EVENTHOUSE_MAX_STRING_CHARS={max_chars} must be at least 1")
+    raw_min = (env.get("EVENTHOUSE_EVENT_TS_MIN") or "").strip()
+    try:
+        ts_min = date.fromisoformat(raw_min) if raw_min else DEFAULT_EVENT_TS_MIN
+    except ValueError:
+        raise ConfigError(f"EVENTHOUSE_EVENT_TS_MIN={raw_min!r} is not a date like 2000-01-01") from None
+    ahead = env_number("EVENTHOUSE_EVENT_TS_MAX_AHEAD_HOURS", DEFAULT_EVENT_TS_MAX_AHEAD_HOURS, float, env)
+    if ahead < 0:
+        raise ConfigError(f"EVENTHOUSE_EVENT_TS_MAX_AHEAD_HOURS={ahead:g} must not be negative")
+    return ContractConfig(
+        max_string_chars=max_chars,
+        ts_min=datetime.combine(ts_min, datetime.min.time(), UTC),
+        ts_max_ahead=timedelta(hours=ahead),
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +177,7 @@ class Settings:
     clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     home: Path = field(default_factory=eventhouse_home)
+    contract: ContractConfig = field(default_factory=contract_config)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -134,7 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     secure = _env_bool(env, "EVENTHOUSE_CLICKHOUSE_SECURE", False)
     clickhouse = ClickHouseConfig(
         host=env.get("EVENTHOUSE_CLICKHOUSE_HOST", "127.0.0.1"),
-        port=_env_int(env, "EVENTHOUSE_CLICKHOUSE_PORT", 8443 if secure else DEFAULT_CLICKHOUSE_PORT),
+        port=_env_port(env, "EVENTHOUSE_CLICKHOUSE_PORT", 8443 if secure else DEFAULT_CLICKHOUSE_PORT),
         user=env.get("EVENTHOUSE_CLICKHOUSE_USER", "default"),
         password=env.get("EVENTHOUSE_CLICKHOUSE_PASSWORD", ""),
         database=env.get("EVENTHOUSE_CLICKHOUSE_DATABASE", DEFAULT_DATABASE),
@@ -144,8 +196,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     bootstrap = env.get("EVENTHOUSE_KAFKA_BOOTSTRAP", f"127.0.0.1:{DEFAULT_KAFKA_PORT}")
     for server in bootstrap.split(","):
         host, sep, port = server.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ConfigError(f"EVENTHOUSE_KAFKA_BOOTSTRAP={bootstrap!r}: {server!r} is not host:port")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ConfigError(f"EVENTHOUSE_KAFKA_BOOTSTRAP={bootstrap!r}: {server!r} is not host:port (port 1-65535)")
     kafka = KafkaConfig(
         bootstrap=bootstrap,
         security_protocol=env.get("EVENTHOUSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
@@ -153,8 +205,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sasl_username=env.get("EVENTHOUSE_KAFKA_SASL_USERNAME") or None,
         sasl_password=env.get("EVENTHOUSE_KAFKA_SASL_PASSWORD") or None,
         ssl_cafile=env.get("EVENTHOUSE_KAFKA_SSL_CAFILE") or None,
+        bootstrap_timeout_ms=_env_int(env, "EVENTHOUSE_KAFKA_BOOTSTRAP_TIMEOUT_MS", DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS),
     )
-    return Settings(clickhouse=clickhouse, kafka=kafka, home=eventhouse_home(env))
+    return Settings(clickhouse=clickhouse, kafka=kafka, home=eventhouse_home(env), contract=contract_config(env))
 
 
 def stack_env(clickhouse_port: int, kafka_port: int, home: Path) -> dict[str, str]:

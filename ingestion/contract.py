@@ -12,18 +12,37 @@ The registry declares each event type's required and optional payload fields. Ad
 optional field is a compatible change; payload fields nobody declared are kept as they are.
 Validation is hand-written rather than a schema library's: it runs once per event on the
 loader's hot path.
+
+Beyond the fields, every event is held to limits (`ContractConfig`, configurable): strings
+(payload values and keys, ids, source) at most `max_string_chars` long and free of control
+characters, `ts` and `ingested_at` inside a plausible window, and JSON nested at most
+`MAX_NESTING` levels, so that whatever passes validation can also be encoded and inserted.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from eventhouse.config import ContractConfig
+
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024  # larger messages are dead-lettered, not loaded
+# Levels of JSON nesting an event may have, the envelope being level 1. orjson parses up to 1,024
+# but encodes only up to 254 (the loader re-encodes each event), and no event type needs more
+# than four; anything deeper is rejected here, before it can fail later.
+MAX_NESTING = 32
+# Unicode's control characters (category Cc): C0, DEL and C1.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+# How a control character can appear in a JSON message: escaped (\n, \u001b, ...) or, for DEL and
+# C1, as raw UTF-8. An escaped backslash before an `n` also matches: that only costs the exact check.
+_RAW_CONTROL_CHARACTER = re.compile(rb"\\[bfnrt]|\\u00[01819][0-9a-fA-F]|\\u007[fF]|\x7f|\xc2[\x80-\x9f]")
+_UINT64_MAX = (1 << 64) - 1
+DEFAULT_CONTRACT = ContractConfig()
 
 # Field kinds and the Python types that satisfy them (bool is not an int here).
 _KINDS: dict[str, tuple[type, ...]] = {
@@ -71,6 +90,64 @@ def _check_kind(event_type: str, name: str, value: Any, kind: str) -> None:
         raise ContractError(f"{event_type}: payload field '{name}' must be {kind}, got bool")
     if not isinstance(value, _KINDS[kind]):
         raise ContractError(f"{event_type}: payload field '{name}' must be {kind}, got {type(value).__name__}")
+
+
+def check_string(value: str, where: str, max_chars: int) -> None:
+    """A string the warehouse can hold and show: bounded, and without control characters."""
+    if len(value) > max_chars:
+        raise ContractError(f"{where} is {len(value)} characters long, over the limit of {max_chars}")
+    if not value.isprintable():  # fast path: most strings are printable; the regex says which are not
+        control = _CONTROL_CHARACTER.search(value)
+        if control is not None:
+            raise ContractError(f"{where} contains the control character {control.group()!r} at {control.start()}")
+
+
+def _clean(text: str, max_chars: int) -> bool:
+    return len(text) <= max_chars and (text.isprintable() or _CONTROL_CHARACTER.search(text) is None)
+
+
+def _tree_is_clean(value: Any, level: int, max_chars: int) -> bool:
+    """The fast check of a JSON value at `level` (the envelope is level 1): strings and nesting."""
+    kind = type(value)
+    if kind is str:
+        return _clean(value, max_chars)
+    if kind is dict:
+        if level > MAX_NESTING:
+            return False
+        for key, item in value.items():
+            if not _clean(key, max_chars):
+                return False
+            item_kind = type(item)
+            if item_kind is str:
+                if not _clean(item, max_chars):
+                    return False
+            elif (item_kind is dict or item_kind is list) and not _tree_is_clean(item, level + 1, max_chars):
+                return False
+        return True
+    if kind is list:
+        return level <= MAX_NESTING and all(_tree_is_clean(item, level + 1, max_chars) for item in value)
+    return True
+
+
+def _explain_tree(value: Any, where: str, level: int, max_chars: int) -> None:
+    """Raise ContractError naming where a value that failed `_tree_is_clean` breaks the limits."""
+    kind = type(value)
+    if kind is str:
+        check_string(value, where, max_chars)
+    elif kind is dict or kind is list:
+        if level > MAX_NESTING:
+            raise ContractError(f"{where} nests more than {MAX_NESTING} levels deep")
+        items = value.items() if kind is dict else enumerate(value)
+        for key, item in items:
+            if kind is dict:
+                check_string(key, f"a key in {where}", max_chars)
+            _explain_tree(item, f"{where}.{key}" if kind is dict else f"{where}[{key}]", level + 1, max_chars)
+
+
+def check_tree(value: Any, where: str, level: int, max_chars: int) -> None:
+    """Strings (length, control characters) and nesting of a JSON value at `level`."""
+    if not _tree_is_clean(value, level, max_chars):
+        _explain_tree(value, where, level, max_chars)
 
 
 def _types(*specs: EventType) -> dict[str, EventType]:
@@ -248,8 +325,39 @@ def _optional_str(document: dict[str, Any], name: str) -> str | None:
     raise ContractError(f"'{name}' must be a string, got {type(value).__name__}")
 
 
-def validate(raw: bytes) -> Envelope:
-    """Parse one Kafka message value; raise ContractError naming the first problem found."""
+def _check_strings(document: dict[str, Any], max_chars: int) -> None:
+    """The string and nesting limits over the envelope's ids, source and payload."""
+    for name in ("event_id", "user_id", "session_id", "dedupe_key"):
+        value = document.get(name)
+        if isinstance(value, str):
+            check_string(value, f"'{name}'", max_chars)
+    source = document.get("source")
+    if isinstance(source, dict):
+        for name in ("service", "host"):
+            value = source.get(name)
+            if isinstance(value, str):
+                check_string(value, f"'source.{name}'", max_chars)
+    check_tree(document.get("payload"), "payload", 2, max_chars)
+
+
+def _check_window(moment: datetime, field_name: str, limits: ContractConfig, now: datetime | None) -> None:
+    if limits.ts_min <= moment <= (now or datetime.now(UTC)) + limits.ts_max_ahead:
+        return
+    if moment < limits.ts_min:
+        raise ContractError(
+            f"'{field_name}' {format_ts(moment)} is before {format_ts(limits.ts_min)}, the earliest plausible time"
+        )
+    latest = (now or datetime.now(UTC)) + limits.ts_max_ahead
+    if moment > latest:
+        hours = limits.ts_max_ahead.total_seconds() / 3600
+        raise ContractError(f"'{field_name}' {format_ts(moment)} is more than {hours:g} h ahead of the loader's clock")
+
+
+def validate(raw: bytes, limits: ContractConfig = DEFAULT_CONTRACT, now: datetime | None = None) -> Envelope:
+    """Parse one Kafka message value; raise ContractError naming the first problem found.
+
+    `now` is the clock the plausible window's upper end counts from (default: the current time).
+    """
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ContractError(f"message is {len(raw)} bytes, over the {MAX_MESSAGE_BYTES}-byte limit")
     try:
@@ -270,6 +378,12 @@ def validate(raw: bytes) -> Envelope:
     event_id = document.get("event_id")
     if not isinstance(event_id, str) or not event_id:
         raise ContractError("'event_id' is required and must be a non-empty string")
+    max_chars = limits.max_string_chars
+    # The string and nesting limits need a look at each string only when the message could break
+    # them: it is longer than a string may be, has a control character in some form, or more
+    # brackets than the nesting limit. Most messages are short and plain, and skip the walk.
+    if len(raw) > max_chars or raw.count(b"{") + raw.count(b"[") > MAX_NESTING or _RAW_CONTROL_CHARACTER.search(raw):
+        _check_strings(document, max_chars)
     user_id = _optional_str(document, "user_id")
     session_id = _optional_str(document, "session_id")
     if spec.needs_user and not user_id:
@@ -283,13 +397,23 @@ def validate(raw: bytes) -> Envelope:
     source = document.get("source") or {}
     if not isinstance(source, dict):
         raise ContractError("'source' must be an object {service, host}")
+    source_service = _optional_str(source, "service") or ""
+    source_host = _optional_str(source, "host") or ""
     sequence = document.get("sequence")
-    if sequence is not None and (not isinstance(sequence, int) or isinstance(sequence, bool) or sequence < 0):
-        raise ContractError("'sequence' must be a non-negative integer")
+    if sequence is not None and (
+        not isinstance(sequence, int) or isinstance(sequence, bool) or not 0 <= sequence <= _UINT64_MAX
+    ):
+        raise ContractError("'sequence' must be an integer from 0 to 2^64 - 1")
+    dedupe_key = document.get("dedupe_key") or event_id
+    if not isinstance(dedupe_key, str):
+        raise ContractError(f"'dedupe_key' must be a string, got {type(dedupe_key).__name__}")
     ts_value = document.get("ts")
     ts = parse_ts(ts_value)
+    _check_window(ts, "ts", limits, now)
     ingested_value = document.get("ingested_at")
     ingested_at = parse_ts(ingested_value, "ingested_at") if ingested_value is not None else None
+    if ingested_at is not None:
+        _check_window(ingested_at, "ingested_at", limits, now)
     return Envelope(
         schema_version=version,
         event_type=event_type,
@@ -297,15 +421,15 @@ def validate(raw: bytes) -> Envelope:
         event_id=event_id,
         user_id=user_id,
         session_id=session_id,
-        source_service=str(source.get("service") or ""),
-        source_host=str(source.get("host") or ""),
+        source_service=source_service,
+        source_host=source_host,
         ts=ts,
         ingested_at=ingested_at,
         ts_text=clickhouse_text(ts_value, ts),
         ingested_at_text=clickhouse_text(ingested_value, ingested_at) if ingested_at is not None else None,
         sequence=sequence,
         payload=payload,
-        dedupe_key=str(document.get("dedupe_key") or event_id),
+        dedupe_key=dedupe_key,
     )
 
 

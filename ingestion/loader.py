@@ -3,7 +3,10 @@
 How nothing is lost or counted twice:
 
 1. Messages are validated one by one; a bad one becomes a dead letter (to `<topic>.dlq` and
-   the `dead_letters` table, with the reason) and never stops its neighbours.
+   the `dead_letters` table, with the reason) and never stops its neighbours. A message that
+   fails at any step (decode, validate, wrong topic, encode) is a dead letter, and a row
+   ClickHouse refuses is isolated from its batch and dead-lettered too; the batch state only
+   ever holds fully encoded rows, so a range is never logged `done` without its rows.
 2. A batch is flushed per partition as a contiguous offset range [first, last]. Before its
    inserts the loader records a `started` row in `ingest_batches`; each insert carries
    `insert_deduplication_token = topic:partition:first-last@topic_id`; after them a `done` row.
@@ -11,7 +14,9 @@ How nothing is lost or counted twice:
    committed offset behind ClickHouse's `done` rows, so on assignment the loader resumes
    after the last `done` range, and redoes an unfinished `started` range with exactly the
    same boundaries and tokens, so ClickHouse drops whatever part of it had landed.
-4. ClickHouse errors are retried with backoff; nothing is committed or dropped meanwhile.
+4. ClickHouse errors are retried with backoff; nothing is committed or dropped meanwhile. A
+   time limit (`max_seconds`) or a stop request ends the retries too: the loader then exits
+   with an error and the unfinished range is redone by the next run.
 
 Resume positions are keyed by Kafka cluster id and topic id: the embedded broker keeps data
 in memory, so after it restarts its offsets start again at 0 under a new cluster id, and the
@@ -33,12 +38,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from kafka import ConsumerRebalanceListener
 
 from eventhouse.config import Settings
 from ingestion.contract import ContractError, validate
+from ingestion.dead_letters import DeadLetter, DlqPublisher
 from ingestion.raw_tables import DEAD_LETTER_COLUMNS, RAW_COLUMNS, encode_raw_row, ensure_tables, raw_table
-from ingestion.topics import DOMAINS, TOPICS_BY_NAME, ensure_topics, topics_for_domains
+from ingestion.topics import DOMAINS, TOPICS_BY_NAME, check_topic, ensure_topics, topics_for_domains
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,9 @@ class LoaderStats:
     started: float = field(default_factory=time.monotonic)
     first_message_at: float | None = None  # rates from here exclude start-up and the group join
     retries: int = 0
+    rows_rejected: int = 0  # valid events ClickHouse refused (dead-lettered; counted in dead_letters too)
+    dlq_copy_failures: int = 0
+    dlq_copies_pending: int = 0
 
     def summary(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -114,6 +124,9 @@ class LoaderStats:
             },
             "lag": dict(self.lag),
             "clickhouse_retries": self.retries,
+            "rows_rejected_by_clickhouse": self.rows_rejected,
+            "dlq_copy_failures": self.dlq_copy_failures,
+            "dlq_copies_pending": self.dlq_copies_pending,
         }
 
 
@@ -130,8 +143,7 @@ class _Partition:
     # bytes object kept ~8 KB of allocation per row (orjson's buffer is not shrunk).
     body: bytearray = field(default_factory=bytearray)
     row_count: int = 0
-    dead: list[list[Any]] = field(default_factory=list)
-    dlq_messages: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
     nbytes: int = 0
     opened_at: float = 0.0
     forced_end: int | None = None  # recovery: this range must end exactly here
@@ -158,7 +170,6 @@ class _Partition:
             self.body,
             self.row_count,
             self.dead,
-            self.dlq_messages,
             self.nbytes,
             self.max_event_lag_ms,
             self.token,
@@ -169,7 +180,7 @@ class _Partition:
     def clear(self) -> None:
         self.first_offset = self.last_offset = None
         self.body, self.row_count = bytearray(), 0
-        self.dead, self.dlq_messages = [], []
+        self.dead = []
         self.nbytes = 0
         self.forced_end = None
         self.max_event_lag_ms = 0.0
@@ -187,8 +198,7 @@ class _Chunk:
     last_offset: int
     body: bytearray
     row_count: int
-    dead: list[list[Any]]
-    dlq_messages: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]
+    dead: list[DeadLetter]
     nbytes: int
     max_event_lag_ms: float
     token: str
@@ -228,8 +238,31 @@ def _ch_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(sep=" ", timespec="milliseconds")[:23]
 
 
-class ClickHouseUnavailable(RuntimeError):
-    pass
+def short_reason(error: BaseException) -> str:
+    """What went wrong, in a few words: the root cause a client library wrapped (connection refused, ...)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return "host not found"
+        if isinstance(seen, TimeoutError):
+            return "timed out"
+        seen = seen.__cause__ or seen.__context__
+    text = str(error).strip()
+    if "Connection refused" in text:
+        return "connection refused"
+    if "Unable to bootstrap" in text:  # kafka-python: no broker answered within bootstrap_timeout_ms
+        return "no broker answered"
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+class LoaderError(RuntimeError):
+    """The loader cannot go on (a server unreachable within the time limit, credentials refused, ...).
+
+    Its message is one line naming the problem; nothing unfinished was committed, so the next
+    run redoes it.
+    """
 
 
 class Loader:
@@ -240,9 +273,13 @@ class Loader:
         self.stats = LoaderStats()
         self.partitions: dict[tuple[str, int], _Partition] = {}
         self._stop = threading.Event()
+        self._deadline: float | None = None
+        # Set when the run ends in an exception: the revoke callback must not write what was pending then.
+        self._failed = False
         self._client: Any = None
         self._consumer: Any = None
         self._producer: Any = None
+        self._dlq: DlqPublisher | None = None
         self._cluster_id = ""
         self._last_progress = time.monotonic()
         self._to_resume: list[Any] = []
@@ -273,48 +310,94 @@ class Loader:
         self._retrying(
             lambda: ensure_tables(self._client, self.config.raw_database, self.config.ttl_days), "create tables"
         )
-        kafka_kwargs = self.settings.kafka.client_kwargs()
         specs = topics_for_domains(list(self.config.domains))
-        admin = KafkaAdminClient(**kafka_kwargs, client_id=f"{self.loader_id}-admin")
-        try:
-            ensure_topics(admin, specs)
-        finally:
-            admin.close()
-        self._consumer = KafkaConsumer(
-            **kafka_kwargs,
-            group_id=self.config.group_id,
-            client_id=self.loader_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=self.config.batch_rows,
-            session_timeout_ms=self.config.session_timeout_ms,
-            heartbeat_interval_ms=max(self.config.session_timeout_ms // 6, 500),
-            fetch_max_bytes=self.config.fetch_max_bytes,
-            max_partition_fetch_bytes=self.config.partition_fetch_bytes,
-            fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+
+        def create_topics() -> None:
+            admin = KafkaAdminClient(**self._kafka_kwargs(), client_id=f"{self.loader_id}-admin")
+            try:
+                ensure_topics(admin, specs)
+            finally:
+                admin.close()
+
+        self._retrying(create_topics, "reach Kafka")
+        self._consumer = self._retrying(
+            lambda: KafkaConsumer(
+                **self._kafka_kwargs(),
+                group_id=self.config.group_id,
+                client_id=self.loader_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=self.config.batch_rows,
+                session_timeout_ms=self.config.session_timeout_ms,
+                heartbeat_interval_ms=max(self.config.session_timeout_ms // 6, 500),
+                fetch_max_bytes=self.config.fetch_max_bytes,
+                max_partition_fetch_bytes=self.config.partition_fetch_bytes,
+                fetch_max_wait_ms=self.config.fetch_max_wait_ms,
+            ),
+            "reach Kafka",
         )
         self._consumer.subscribe([spec.name for spec in specs], listener=_Rebalance(self))
-        self._producer = KafkaProducer(**kafka_kwargs, acks="all", linger_ms=5, client_id=f"{self.loader_id}-dlq")
+        self._producer = self._retrying(
+            lambda: KafkaProducer(**self._kafka_kwargs(), acks="all", linger_ms=5, client_id=f"{self.loader_id}-dlq"),
+            "reach Kafka",
+        )
+        self._dlq = DlqPublisher(self._producer, lambda topic: TOPICS_BY_NAME[topic].dlq)
+
+    def _kafka_kwargs(self) -> dict[str, Any]:
+        """Kafka client settings; waiting for a broker never outlasts the run's time limit."""
+        kwargs = self.settings.kafka.client_kwargs()
+        if self._deadline is not None:
+            remaining_ms = int((self._deadline - time.monotonic()) * 1000)
+            kwargs["bootstrap_timeout_ms"] = max(min(int(kwargs["bootstrap_timeout_ms"]), remaining_ms), 500)
+        return kwargs
 
     def _retrying(self, action: Any, what: str) -> Any:
-        """Run `action` until it succeeds; ClickHouse being down is a wait, not a failure."""
+        """Run `action` until it succeeds: a server being down is a wait, not a failure.
+
+        The wait ends at the run's time limit or a stop request (LoaderError); errors that
+        waiting cannot mend (wrong credentials, a bad statement) are raised at once.
+        """
         from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
+        from kafka.errors import RetriableError
 
         delay = 0.2
         while True:
             try:
                 return action()
             except OperationalError as exc:  # connection refused, reset, timeout
-                error = exc
+                error: Exception = exc
             except DatabaseError as exc:
+                code = getattr(exc, "code", None)
+                if code == 516:
+                    ch = self.settings.clickhouse
+                    raise LoaderError(
+                        f"ClickHouse at {ch.host}:{ch.port} refused user {ch.user!r}: wrong password or no such user "
+                        "(EVENTHOUSE_CLICKHOUSE_USER / EVENTHOUSE_CLICKHOUSE_PASSWORD)"
+                    ) from None
                 # Server-side failures that can pass (overload, shutdown); others are bugs to surface.
-                if getattr(exc, "code", None) not in (None, 159, 202, 209, 210, 241, 1000, 1001):
+                if code not in (None, 159, 202, 209, 210, 241, 1000, 1001):
                     raise
                 error = exc
+            except RetriableError as exc:  # no broker answered yet (KafkaTimeoutError "Unable to bootstrap", ...)
+                error = exc
+            reason = short_reason(error)
+            if self._stop.is_set():
+                raise LoaderError(f"stopped while waiting to {what}: {self._where(what)}: {reason}")
+            if self._deadline is not None and time.monotonic() + delay >= self._deadline:
+                raise LoaderError(
+                    f"could not {what} within the time limit of {self.config.max_seconds:g} s: "
+                    f"{self._where(what)}: {reason}"
+                )
             self.stats.retries += 1
-            log.warning("could not %s (%s); retrying in %.1f s", what, str(error).splitlines()[0][:200], delay)
-            time.sleep(delay)
+            log.warning("could not %s (%s); retrying in %.1f s", what, reason, delay)
+            self._stop.wait(delay)
             delay = min(delay * 2, self.config.retry_max_sleep)
+
+    def _where(self, what: str) -> str:
+        if "Kafka" in what:
+            return self.settings.kafka.bootstrap
+        ch = self.settings.clickhouse
+        return f"{ch.host}:{ch.port}"
 
     # ---- assignment and resume -------------------------------------------------
 
@@ -400,6 +483,12 @@ class Loader:
         # Loaded ranges are recorded in ClickHouse; the Kafka commit is left to the next owner's
         # resume (commits cannot run inside kafka-python's rebalance callbacks).
         keys = [(tp.topic, tp.partition) for tp in revoked]
+        if self._failed:
+            # The run is ending in an exception (consumer.close() revokes): write nothing more.
+            # What was pending is not logged `done` nor committed, so the next owner redoes it.
+            for key in keys:
+                self.partitions.pop(key, None)
+            return
         self._finish_inflight(commit=False)
         self._to_resume = [tp for tp in self._to_resume if (tp.topic, tp.partition) not in keys]
         self.flush([k for k in keys if k in self.partitions], commit=False)
@@ -409,13 +498,15 @@ class Loader:
     # ---- the loop ------------------------------------------------------------------
 
     def run(self) -> LoaderStats:
-        self._connect()
+        # The time limit counts from here: connecting and waiting for servers are part of the run.
+        deadline = time.monotonic() + self.config.max_seconds if self.config.max_seconds else None
+        self._deadline = deadline
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 previous[sig] = signal.signal(sig, self.request_stop)
-        deadline = time.monotonic() + self.config.max_seconds if self.config.max_seconds else None
         try:
+            self._connect()
             while not self._stop.is_set():
                 started = time.perf_counter()
                 polled = self._consumer.poll(timeout_ms=200, max_records=self.config.batch_rows)
@@ -449,6 +540,9 @@ class Loader:
                     break
             self.flush()
             self._update_lag()
+        except BaseException:
+            self._failed = True
+            raise
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -457,6 +551,9 @@ class Loader:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        if self._dlq is not None:
+            self.stats.dlq_copy_failures = self._dlq.failures
+            self.stats.dlq_copies_pending = self._dlq.pending
         for closeable in (self._consumer, self._producer):
             if closeable is not None:
                 try:
@@ -482,23 +579,42 @@ class Loader:
         self.stats.bytes_consumed += len(value)
         state.nbytes += len(value)
         try:
-            if not value:
-                raise ContractError("empty message (no value)")
-            envelope = validate(value)
+            row, event_lag_ms = self._encode(state, message, value)
         except ContractError as error:
             self._dead_letter(state, message, value, error.reason)
+        except Exception as error:  # not foreseen, but still this one message's problem, not the loader's
+            log.exception("%s[%d] offset %d could not be loaded", state.topic, state.partition, message.offset)
+            self._dead_letter(state, message, value, f"could not be loaded ({type(error).__name__}: {error})")
         else:
-            now, now_text = self._clock()
-            ingested = envelope.ingested_at_text or now_text
-            state.max_event_lag_ms = max(state.max_event_lag_ms, (now - envelope.ts).total_seconds() * 1000)
+            # The state changes only here, after the row was fully encoded: an exception above leaves
+            # nothing half-built for a later flush (or the revoke callback) to write.
+            state.body += row
             state.row_count += 1
-            encode_started = time.perf_counter()
-            state.body += encode_raw_row(
-                envelope, ingested, state.topic, state.partition, message.offset, state.topic_id
-            )
-            self.stats.encode_s += time.perf_counter() - encode_started
+            state.max_event_lag_ms = max(state.max_event_lag_ms, event_lag_ms)
         if state.forced_end is not None and message.offset >= state.forced_end:
             self.flush([(state.topic, state.partition)])
+
+    def _encode(self, state: _Partition, message: Any, value: bytes) -> tuple[bytes, float]:
+        """The raw-table row of one message (ContractError when it cannot be one) and its event lag in ms."""
+        if not value:
+            raise ContractError("empty message (no value)" if message.value is None else "empty message (0 bytes)")
+        now, now_text = self._clock()
+        envelope = validate(value, self.settings.contract, now)
+        check_topic(envelope.event_type, state.topic)
+        encode_started = time.perf_counter()
+        try:
+            row = encode_raw_row(
+                envelope,
+                envelope.ingested_at_text or now_text,
+                state.topic,
+                state.partition,
+                message.offset,
+                state.topic_id,
+            )
+        except orjson.JSONEncodeError as exc:
+            raise ContractError(f"cannot be encoded as a raw row: {exc}") from None
+        self.stats.encode_s += time.perf_counter() - encode_started
+        return row, (now - envelope.ts).total_seconds() * 1000
 
     def _clock(self) -> tuple[datetime, str]:
         """The current time and its ClickHouse text, refreshed at most every 10 ms (hot path)."""
@@ -510,24 +626,18 @@ class Loader:
         return self._clock_value
 
     def _dead_letter(self, state: _Partition, message: Any, value: bytes, reason: str) -> None:
-        key = message.key.decode("utf-8", errors="replace") if message.key else None
         state.dead.append(
-            [
+            DeadLetter(
                 state.topic,
                 state.partition,
                 message.offset,
                 state.topic_id,
-                key,
-                value.decode("utf-8", errors="replace"),
+                message.key,
+                value,
                 reason,
                 datetime.now(UTC),
-            ]
+            )
         )
-        headers = [
-            ("eventhouse.error", reason.encode()[:1000]),
-            ("eventhouse.source", f"{state.topic}:{state.partition}:{message.offset}".encode()),
-        ]
-        state.dlq_messages.append((message.key, value, headers))
 
     def _should_flush(self) -> bool:
         pending = [s for s in self.partitions.values() if s.has_data]
@@ -670,15 +780,91 @@ class Loader:
         for chunk in batch.chunks:
             began = time.perf_counter()
             if chunk.dead:
-                for key, value, headers in chunk.dlq_messages:
-                    self._producer.send(TOPICS_BY_NAME[chunk.topic].dlq, key=key, value=value, headers=headers)
-                self._insert_rows("dead_letters", DEAD_LETTER_COLUMNS, chunk.dead, "dlq:" + chunk.token)
+                self._dlq.publish(chunk.dead)
+                rows = [letter.row() for letter in chunk.dead]
+                self._insert_rows("dead_letters", DEAD_LETTER_COLUMNS, rows, "dlq:" + chunk.token)
             if chunk.row_count:
-                chunk.written = self._insert_json(raw_table(chunk.domain), chunk.body, chunk.token)
+                self._insert_chunk(chunk)
             chunk.insert_ms = (time.perf_counter() - began) * 1000
         if any(chunk.dead for chunk in batch.chunks):
-            self._producer.flush()
+            self._dlq.flush()
         self._log_batches(batch, "done")
+
+    def _insert_chunk(self, chunk: _Chunk) -> None:
+        """Insert a chunk's rows; rows ClickHouse refuses are split off and dead-lettered.
+
+        The contract should let no such row through, but if one does, it must not block its
+        partition: the chunk is inserted in halves (each with a token derived from the range
+        and the row positions, so a redo of the range splits and deduplicates the same way)
+        until the refused rows stand alone.
+        """
+        table = raw_table(chunk.domain)
+        try:
+            chunk.written = self._insert_json(table, chunk.body, chunk.token)
+            return
+        except Exception as exc:
+            if not _rows_refused(exc):
+                raise
+            error = exc
+        lines = bytes(chunk.body).splitlines(keepends=True)
+        refused: list[tuple[int, Exception]] = []
+        chunk.written = self._insert_halves(table, lines, 0, len(lines), chunk.token, error, refused)
+        letters = [self._refused_letter(chunk, table, lines[index], exc) for index, exc in refused]
+        log.error(
+            "ClickHouse refused %d row(s) of %s[%d] %d-%d; dead-lettered: %s",
+            len(letters),
+            chunk.topic,
+            chunk.partition,
+            chunk.first_offset,
+            chunk.last_offset,
+            letters[0].reason if letters else "",
+        )
+        self._dlq.publish(letters)
+        rows = [letter.row() for letter in letters]
+        self._insert_rows("dead_letters", DEAD_LETTER_COLUMNS, rows, "dlq-refused:" + chunk.token)
+        chunk.dead = chunk.dead + letters
+        chunk.row_count -= len(letters)
+        self.stats.rows_rejected += len(letters)
+
+    def _insert_halves(
+        self,
+        table: str,
+        lines: list[bytes],
+        start: int,
+        end: int,
+        token: str,
+        error: Exception,
+        refused: list[tuple[int, Exception]],
+    ) -> int:
+        """Insert lines[start:end], known to be refused as a whole; returns the rows written."""
+        if end - start == 1:
+            refused.append((start, error))
+            return 0
+        middle = (start + end) // 2
+        written = 0
+        for first, last in ((start, middle), (middle, end)):
+            try:
+                written += self._insert_json(table, b"".join(lines[first:last]), f"{token}#{first}-{last}")
+            except Exception as exc:
+                if not _rows_refused(exc):
+                    raise
+                written += self._insert_halves(table, lines, first, last, token, exc, refused)
+        return written
+
+    def _refused_letter(self, chunk: _Chunk, table: str, line: bytes, error: Exception) -> DeadLetter:
+        offset = int(orjson.loads(line)["kafka_offset"])
+        text = str(error).split("server response: ", 1)[-1].strip().splitlines()[0]
+        reason = f"{getattr(error, 'name', None) or 'code ' + str(getattr(error, 'code', '?'))}: {text[:400]}"
+        return DeadLetter(
+            chunk.topic,
+            chunk.partition,
+            offset,
+            chunk.topic_id,
+            None,
+            line,
+            f"ClickHouse refused the row for {table}: {reason} (raw_value holds the row as encoded for the table)",
+            datetime.now(UTC),
+        )
 
     def _finish(self, batch: _Batch, commit: bool) -> None:
         from kafka import TopicPartition
@@ -752,6 +938,19 @@ class Loader:
         )
         self.stats.insert_s += time.perf_counter() - began
         return int(summary.written_rows)
+
+
+# ClickHouse errors that blame the data of an insert (a value it cannot parse or store, a
+# constraint), not the server or the statement: only those split a chunk to isolate rows.
+# (Over the embedded server, errors raised after parsing, such as a CHECK constraint, are not
+# reported at all: chDB 4.4's streaming insert swallows them; see the README.)
+_ROW_REFUSED_CODES = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 376, 469, 691})
+
+
+def _rows_refused(exc: BaseException) -> bool:
+    from clickhouse_connect.driver.exceptions import DatabaseError
+
+    return isinstance(exc, DatabaseError) and getattr(exc, "code", None) in _ROW_REFUSED_CODES
 
 
 class _Rebalance(ConsumerRebalanceListener):

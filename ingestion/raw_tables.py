@@ -3,8 +3,10 @@
 All are created idempotently (`CREATE ... IF NOT EXISTS`) and declared as dbt sources.
 
 - `raw_<domain>_events`: one row per delivered event, envelope columns typed, payload JSON kept
-  whole. ReplacingMergeTree on the event's identity so a re-delivered event collapses on merge;
-  the loader's exactly-once effect means a plain count() is already exact.
+  whole. ReplacingMergeTree sorted by `event_id` alone, with no partition key: the event id is
+  the event's identity, so every delivery of one id collapses to the latest (by `ingested_at`,
+  then the last inserted) under FINAL or a merge, even when a producer re-sent it with another
+  event type or day. The loader's exactly-once effect means a plain count() counts deliveries.
 - `dead_letters`: messages that broke the contract, with topic, partition, offset, raw bytes,
   the reason and when; ReplacingMergeTree on (topic, partition, offset).
 - `ingest_batches`: the loader's log. A `started` row before a batch's inserts and a `done`
@@ -15,12 +17,15 @@ All are created idempotently (`CREATE ... IF NOT EXISTS`) and declared as dbt so
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
 
 from ingestion.contract import Envelope
 from ingestion.topics import DOMAINS
+
+log = logging.getLogger(__name__)
 
 # Keep the last N insert tokens per table so a retried insert is recognised.
 DEDUP_WINDOW = 10_000
@@ -91,10 +96,14 @@ def raw_table(domain: str) -> str:
     return f"raw_{domain}_events"
 
 
-def _raw_ddl(database: str, domain: str, ttl_days: int | None) -> str:
+# The raw tables' sorting key: the event's identity (see the module docstring).
+RAW_SORTING_KEY = "event_id"
+
+
+def _raw_ddl(database: str, domain: str, ttl_days: int | None, table: str | None = None) -> str:
     ttl = f"\nTTL toDateTime(ts) + INTERVAL {int(ttl_days)} DAY" if ttl_days else ""
     return f"""
-CREATE TABLE IF NOT EXISTS `{database}`.`{raw_table(domain)}` (
+CREATE TABLE IF NOT EXISTS `{database}`.`{table or raw_table(domain)}` (
     event_id String,
     event_type LowCardinality(String),
     schema_version UInt16,
@@ -114,8 +123,7 @@ CREATE TABLE IF NOT EXISTS `{database}`.`{raw_table(domain)}` (
     kafka_topic_id LowCardinality(String)
 )
 ENGINE = ReplacingMergeTree(ingested_at)
-PARTITION BY toYYYYMM(ts)
-ORDER BY (event_type, toDate(ts), event_id){ttl}
+ORDER BY {RAW_SORTING_KEY}{ttl}
 SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """
 
@@ -166,9 +174,38 @@ ORDER BY (kafka_cluster_id, kafka_topic, kafka_topic_id, kafka_partition, last_o
 """
 
 
+def _migrate_to_identity_key(client: Any, database: str, domain: str, ttl_days: int | None) -> None:
+    """Rebuild a raw table made before event_id alone was the sorting key (a one-time copy).
+
+    The rows are copied into a new table, which then takes the old one's name (EXCHANGE), so
+    materialized views reading the table by name keep working and see no insert: the copy goes
+    into the new table while it has another name. Run it with no loader writing this domain.
+    """
+    table = raw_table(domain)
+    staging = f"{table}__identity_migration"
+    key = client.command(
+        "SELECT sorting_key FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+        parameters={"db": database, "table": table},
+    )
+    if not key or key == RAW_SORTING_KEY:
+        return
+    log.warning("%s.%s is sorted by (%s): rebuilding it sorted by event_id (one-time)", database, table, key)
+    client.command(f"DROP TABLE IF EXISTS `{database}`.`{staging}`")
+    client.command(_raw_ddl(database, domain, ttl_days, table=staging))
+    columns = ", ".join(f"`{name}`" for name in (*RAW_COLUMNS, "loaded_at"))
+    # optimize_on_insert=0: every delivery is copied; the new key collapses them under FINAL or a merge.
+    client.command(
+        f"INSERT INTO `{database}`.`{staging}` ({columns}) SELECT {columns} FROM `{database}`.`{table}` "
+        "SETTINGS optimize_on_insert = 0"
+    )
+    client.command(f"EXCHANGE TABLES `{database}`.`{table}` AND `{database}`.`{staging}`")
+    client.command(f"DROP TABLE `{database}`.`{staging}`")
+
+
 def ensure_tables(client: Any, database: str, ttl_days: int | None = None) -> None:
     client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     for domain in DOMAINS:
+        _migrate_to_identity_key(client, database, domain, ttl_days)
         client.command(_raw_ddl(database, domain, ttl_days))
     client.command(_dead_letters_ddl(database))
     client.command(_ingest_batches_ddl(database))

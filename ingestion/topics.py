@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ingestion.contract import REGISTRY
+from ingestion.contract import REGISTRY, ContractError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,18 @@ for _name, _spec in REGISTRY.items():
 
 def topic_for(event_type: str) -> TopicSpec:
     return TOPICS_BY_NAME[_TOPIC_BY_EVENT_TYPE[event_type]]
+
+
+def check_topic(event_type: str, topic: str) -> None:
+    """An event must arrive on a topic of its own domain: anything else would land in another
+    domain's raw table, where no model reads it."""
+    spec = TOPICS_BY_NAME[topic]
+    own = topic_for(event_type)
+    if own.domain != spec.domain:
+        raise ContractError(
+            f"wrong topic: {event_type} belongs to the {own.domain} domain (topic {own.name}), "
+            f"not to topic {topic} ({spec.domain})"
+        )
 
 
 def message_key(spec: TopicSpec, event: dict[str, Any]) -> bytes | None:
