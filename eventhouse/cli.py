@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from eventhouse.config import DEFAULT_DATABASE, REPO_ROOT, env_number, load_settings, stack_env
@@ -39,24 +40,28 @@ def _home(text: str) -> Path:
     return path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
+def _number(kind: type, low: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` at least `low` (or above it)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if value < low or (above and value == low) or value != value:  # value != value: NaN
+            raise argparse.ArgumentTypeError(
+                f"expected a number {'above' if above else 'of at least'} {low:g}, got {text}"
+            )
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
-    return value
+_positive_int = _number(int, 1)
+_positive_float = _number(float, 0, above=True)
+_non_negative_float = _number(float, 0)
 
 
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
@@ -296,16 +301,6 @@ def _date(text: str):
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date like 2026-11-01, got {text!r}") from None
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text}")
-    return value
 
 
 def _rate(text: str) -> float:
