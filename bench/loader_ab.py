@@ -66,7 +66,9 @@ def main() -> None:
                 summary = _load(checkout, env, f"raw_ab_{name}_{round_number}", args.batch_rows)
                 assert summary["rows_loaded"] == args.events, summary
                 runs[name].append(summary)
-                print(f"round {round_number + 1} {name}: {summary['rows_per_s_since_first_message']} rows/s", flush=True)
+                print(
+                    f"round {round_number + 1} {name}: {summary['rows_per_s_since_first_message']} rows/s", flush=True
+                )
 
     def median(name: str, key: str) -> float:
         return statistics.median(float(run[key]) for run in runs[name])
@@ -75,10 +77,7 @@ def main() -> None:
         "events": args.events,
         "rounds": args.rounds,
         "baseline": str(sides["baseline"]),
-        **{
-            f"{name}_rows_per_s_median": round(median(name, "rows_per_s_since_first_message"))
-            for name in sides
-        },
+        **{f"{name}_rows_per_s_median": round(median(name, "rows_per_s_since_first_message")) for name in sides},
         **{
             f"{name}_parse_validate_s_median": round(
                 statistics.median(run["time_split_s"]["parse_validate"] for run in runs[name]), 2

@@ -76,19 +76,42 @@ def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kafka-port", type=_port, default=settings.kafka.port, help="Kafka port (default %(default)s)"
     )
+    parser.add_argument(
+        "--listen-host",
+        default="127.0.0.1",
+        help="address the ClickHouse server listens on (default %(default)s; any other needs "
+        "EVENTHOUSE_CLICKHOUSE_PASSWORD)",
+    )
+    parser.add_argument(
+        "--allow-external-access",
+        action="store_true",
+        help="let SQL reach other hosts (url(), s3(), remote(), Kafka/URL engines, network dictionaries); "
+        "refused by default",
+    )
 
 
 def _stack(args: argparse.Namespace):
     from stack.lifecycle import EmbeddedStack
 
-    return EmbeddedStack(args.home, args.clickhouse_port, args.kafka_port, load_settings().clickhouse.database)
+    return EmbeddedStack(
+        args.home,
+        args.clickhouse_port,
+        args.kafka_port,
+        load_settings().clickhouse.database,
+        listen_host=args.listen_host,
+        allow_external_access=args.allow_external_access,
+    )
 
 
 def cmd_stack_up(args: argparse.Namespace) -> int:
     stack = _stack(args)
     print(f"Starting the embedded stack in {stack.layout.home} ...", flush=True)
     state = stack.up()
-    print(f"ClickHouse  http://127.0.0.1:{state.clickhouse_port}  (data: {stack.layout.clickhouse_data})")
+    external = "allowed" if state.allow_external_access else "refused"
+    print(
+        f"ClickHouse  http://{state.listen_host}:{state.clickhouse_port}  (data: {stack.layout.clickhouse_data}, "
+        f"files: {stack.layout.user_files}, external access {external})"
+    )
     print(f"Kafka       127.0.0.1:{state.kafka_port}  (in memory; cluster id {state.kafka_cluster_id})")
     print(f"Logs        {stack.layout.log_dir}")
     print("Stop it with: eventhouse stack down")
@@ -117,19 +140,22 @@ def cmd_stack_status(args: argparse.Namespace) -> int:
 def cmd_stack_clickhouse(args: argparse.Namespace) -> int:
     """Foreground ClickHouse HTTP server (what `stack up` runs in the background)."""
     from stack.chdb_engine import DataDirectoryInUse
-    from stack.clickhouse_server import PortInUse, ServerOptions, serve
+    from stack.clickhouse_server import InsecureBinding, PortInUse, ServerOptions, serve
 
     settings = load_settings()
     options = ServerOptions(
         data_dir=(args.home / "clickhouse").resolve(),
+        host=args.listen_host,
         port=args.clickhouse_port,
         user=settings.clickhouse.user,
         password=settings.clickhouse.password,
         ensure_databases=(args.database,),
+        user_files_path=(args.home / "user_files").resolve(),
+        allow_external_access=args.allow_external_access,
     )
     try:
         serve(options)
-    except (DataDirectoryInUse, PortInUse) as exc:
+    except (DataDirectoryInUse, PortInUse, InsecureBinding) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -156,7 +182,14 @@ def cmd_stack_run(args: argparse.Namespace) -> int:
     temp_home = None
     if args.ephemeral:
         temp_home = Path(tempfile.mkdtemp(prefix="eventhouse-"))
-        stack = EmbeddedStack(temp_home, free_port(), free_port(), load_settings().clickhouse.database)
+        stack = EmbeddedStack(
+            temp_home,
+            free_port(),
+            free_port(),
+            load_settings().clickhouse.database,
+            listen_host=args.listen_host,
+            allow_external_access=args.allow_external_access,
+        )
     else:
         stack = _stack(args)
     try:

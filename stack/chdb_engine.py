@@ -144,6 +144,25 @@ class ChdbEngine:
             self._primary = None
         self._lock.release()
 
+    def use_atomic_default_database(self) -> None:
+        """Replace clickhouse-local's `default` database (Atomic + Filesystem overlay) with the Atomic one.
+
+        In chDB `default` overlays a Filesystem database on the Atomic one that holds its
+        tables, so `SELECT * FROM `/etc/passwd`` reads any file the process may read. The
+        overlay is rebuilt at every start; re-attaching the same Atomic database (same UUID, so
+        the same tables) removes the Filesystem layer until the process ends.
+        """
+        row = self.query("SELECT engine, uuid FROM system.databases WHERE name = 'default'").decode().split()
+        if not row or row[0] != "Overlay":
+            return
+        uuid = row[1]
+        # One handle for both: a new handle cannot open while `default` is detached.
+        self._primary.query("DETACH DATABASE default", "TabSeparated")
+        self._primary.query(f"ATTACH DATABASE default UUID '{uuid}' ENGINE = Atomic", "TabSeparated")
+        engine = self.query("SELECT engine FROM system.databases WHERE name = 'default'").decode().strip()
+        if engine != "Atomic":
+            raise RuntimeError(f"chDB's default database is {engine!r} after re-attaching it as Atomic")
+
     def new_handle(self) -> Any:
         # Opening and closing handles is serialized: it touches the engine's shared
         # state, and it is ~0.1 ms, so the lock costs nothing measurable.

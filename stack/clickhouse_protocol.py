@@ -101,7 +101,9 @@ _STATUS_BY_CODE = {
     81: 404,  # UNKNOWN_DATABASE
     516: 401,  # AUTHENTICATION_FAILED
     497: 403,  # ACCESS_DENIED
+    291: 403,  # DATABASE_ACCESS_DENIED
     164: 403,  # READONLY
+    209: 408,  # SOCKET_TIMEOUT
     202: 503,  # TOO_MANY_SIMULTANEOUS_QUERIES
     373: 423,  # SESSION_IS_LOCKED
     372: 404,  # SESSION_NOT_FOUND
@@ -217,6 +219,72 @@ def split_insert(buffer: bytes) -> InsertHead | None:
     skipped = len(buffer) - len(body)
     statement = body[: match.start()].decode("utf-8", errors="strict").strip()
     return InsertHead(statement, match.group(1).decode(), skipped + match.end())
+
+
+_WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
+_HEREDOC = re.compile(rb"\$([A-Za-z0-9_]*)\$")
+# Where an INSERT's head ends without inline VALUES data.
+_NOT_VALUES = frozenset({b"SELECT", b"WITH", b"FORMAT", b"FROM"})
+
+
+def _skip_token(body: bytes, i: int) -> int:
+    """The index after a string, quoted name, comment or heredoc starting at `i` (else `i`)."""
+    char = body[i : i + 1]
+    if char in (b"'", b'"', b"`"):
+        j = i + 1
+        while j < len(body):
+            if body[j : j + 1] == b"\\":
+                j += 2
+            elif body[j : j + 1] == char:
+                if body[j + 1 : j + 2] != char:  # a doubled quote is an escaped one
+                    return j + 1
+                j += 2
+            else:
+                j += 1
+        return len(body)
+    if body.startswith(b"--", i) or char == b"#":
+        end = body.find(b"\n", i)
+        return len(body) if end < 0 else end + 1
+    if body.startswith(b"/*", i):
+        end = body.find(b"*/", i + 2)
+        return len(body) if end < 0 else end + 2
+    heredoc = _HEREDOC.match(body, i) if char == b"$" else None
+    if heredoc:
+        end = body.find(heredoc.group(0), heredoc.end())
+        return len(body) if end < 0 else end + len(heredoc.group(0))
+    return i
+
+
+def split_values_insert(buffer: bytes) -> InsertHead | None:
+    """Find `INSERT ... VALUES` at the start of `buffer` and where its data begins.
+
+    The server streams the data to the engine's Values parser with expressions disabled, so
+    the data never runs as SQL. The split does not have to be perfect to be safe: a wrong one
+    leaves a head that does not parse or data that is not valid Values, and the insert fails.
+    Returns None for INSERT ... SELECT / FORMAT / FROM INFILE and anything else.
+    """
+    body = strip_leading_comments(buffer)
+    if leading_keyword(body) != "INSERT":
+        return None
+    depth, i = 0, 0
+    while i < len(body):
+        skipped_to = _skip_token(body, i)
+        if skipped_to != i:
+            i = skipped_to
+            continue
+        char = body[i : i + 1]
+        word = _WORD.match(body, i)
+        if word:
+            if depth == 0 and word.group(0).upper() == b"VALUES":
+                statement = body[:i].decode("utf-8", errors="strict").strip()
+                return InsertHead(statement, "Values", len(buffer) - len(body) + word.end())
+            if depth == 0 and word.group(0).upper() in _NOT_VALUES:
+                return None
+            i = word.end()
+            continue
+        depth += 1 if char == b"(" else -1 if char == b")" else 0
+        i += 1
+    return None
 
 
 def _write_varuint(value: int, out: bytearray) -> None:

@@ -12,6 +12,12 @@ chDB data directory (one process may open it) and serves:
   first line), chunked transfer encoding, lz4/zstd/gzip/deflate request bodies;
 - results streamed block by block with chunked transfer encoding;
 - ClickHouse's response headers and error bodies, so clients raise the right errors.
+
+It is locked down for a server anyone on the machine (or a web page) could reach: every
+statement passes `stack.sql_guard` first (GET is read-only, files only under user_files_path,
+no network without --allow-external-access, no programs, no multi-statements); requests with
+an Origin header or a non-loopback Host are refused; the empty default password works on
+loopback only; wrong passwords are throttled; idle and half-sent requests time out.
 """
 
 from __future__ import annotations
@@ -26,10 +32,11 @@ import re
 import secrets
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -41,6 +48,7 @@ from stack.clickhouse_protocol import (
     STREAMABLE_FORMATS,
     TRANSPORT_PARAMS,
     ClickHouseError,
+    InsertHead,
     decompress_chunks,
     leading_keyword,
     native_header_block,
@@ -49,10 +57,13 @@ from stack.clickhouse_protocol import (
     returns_result_set,
     settings_statement,
     split_insert,
+    split_values_insert,
     streamable_statement,
     strip_trailing_format,
     trailing_format,
 )
+from stack.network_guard import AuthThrottle, host_header_is_loopback, is_loopback_bind, is_loopback_peer
+from stack.sql_guard import GuardPolicy, StatementGuard, access_denied, quote_string, shift_error_positions
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +74,21 @@ _SETTINGS_CLAUSE = re.compile(r"\bSETTINGS\b", re.IGNORECASE)
 SERVER_NAME = "eventhouse-embedded"
 
 
+# Inserts never evaluate expressions in their data: `VALUES (file('/etc/passwd'))` would read
+# the file in the engine, where no statement check sees it. Literals still parse.
+_LITERAL_VALUES_ONLY = {
+    "input_format_values_interpret_expressions": "0",
+    "input_format_values_deduce_templates_of_expressions": "0",
+}
+_EXPLAIN_PREFIX = "EXPLAIN AST "
+
+
 class PortInUse(RuntimeError):
     """The HTTP port is taken by another process."""
+
+
+class InsecureBinding(RuntimeError):
+    """A non-loopback address was asked for without a password."""
 
 
 @dataclass
@@ -79,6 +103,30 @@ class ServerOptions:
     # The embedded server runs in UTC whatever the machine's zone, so DateTime values
     # mean the same on every laptop and in CI.
     timezone: str = "UTC"
+    # file(), File engines and the like read and write here only (default: beside the data directory).
+    user_files_path: Path | None = None
+    # url(), s3(), remote(), Kafka/URL engines, network dictionary sources ...
+    allow_external_access: bool = False
+    # ClickHouse's defaults (keep_alive_timeout, http_receive_timeout, http_send_timeout), in seconds.
+    keep_alive_timeout: float = 30.0
+    receive_timeout: float = 30.0
+    send_timeout: float = 30.0
+    # Wrong passwords: free attempts, then base_delay doubling up to max_delay (per client address).
+    auth_free_failures: int = 3
+    auth_base_delay: float = 0.25
+    auth_max_delay: float = 5.0
+
+    @property
+    def user_files(self) -> Path:
+        return (self.user_files_path or self.data_dir.parent / "user_files").resolve()
+
+    def validate(self) -> None:
+        """Refuse to listen beyond loopback with the empty default password (ClickHouse's default user rule)."""
+        if not self.password and not is_loopback_bind(self.host):
+            raise InsecureBinding(
+                f"refusing to listen on {self.host or '*'}:{self.port} without a password: the empty default "
+                "password is accepted on loopback only; set EVENTHOUSE_CLICKHOUSE_PASSWORD or listen on 127.0.0.1"
+            )
 
 
 @dataclass
@@ -122,6 +170,48 @@ def _result_stats(result: Any, stats: RequestStats) -> None:
         pass
 
 
+def _with_insert_settings(head: InsertHead, settings: dict[str, str]) -> tuple[InsertHead, dict[str, str]]:
+    """The INSERT head with its SETTINGS clause extended; returns the settings left for the handle.
+
+    An insert's URL settings (a dedup token differs on every insert) go into its own SETTINGS
+    clause: applying and restoring them on the handle costs three extra queries per insert,
+    more than a small insert itself. The clause always makes Values data literal-only, last so
+    it wins. It starts on a new line so a trailing `-- comment` in the head cannot swallow it.
+    """
+    has_clause = _SETTINGS_CLAUSE.search(head.statement) is not None
+    extra = {} if has_clause else dict(settings)
+    extra.update(_LITERAL_VALUES_ONLY)
+    clause = settings_statement(extra)[len("SET ") :]
+    joiner = "\n, " if has_clause else "\nSETTINGS "
+    return dataclasses.replace(head, statement=f"{head.statement}{joiner}{clause}"), (settings if has_clause else {})
+
+
+class HandleGuardEngine:
+    """The guard's three helper queries, on the request's own handle (its settings, its parser)."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def explain_ast(self, sql: str, params: Mapping[str, str]) -> str:
+        try:
+            return self.handle.query(_EXPLAIN_PREFIX + sql, "TSVRaw", params=dict(params)).bytes().decode()
+        except Exception as exc:
+            # The statement itself is wrong (syntax, unknown parameter): say so at its own positions.
+            raise ClickHouseError.from_engine(shift_error_positions(str(exc), len(_EXPLAIN_PREFIX))) from exc
+
+    def normalize(self, sql: str) -> str:
+        return self._scalar("normalizeQueryKeepNames", sql)
+
+    def format_single_line(self, sql: str) -> str:
+        return self._scalar("formatQuerySingleLine", sql)
+
+    def _scalar(self, function: str, sql: str) -> str:
+        try:
+            return self.handle.query(f"SELECT {function}({quote_string(sql)})", "TSVRaw").bytes().decode()
+        except Exception as exc:
+            raise _engine_error(exc) from exc
+
+
 class _SessionState:
     """What a session handle holds beyond the client's own statements.
 
@@ -142,7 +232,7 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, options: ServerOptions, engine: ChdbEngine):
+    def __init__(self, options: ServerOptions, engine: ChdbEngine, relative_paths: bool = True):
         self.options = options
         self.engine = engine
         self.timezone = options.timezone
@@ -150,6 +240,13 @@ class ClickHouseHTTPServer(ThreadingHTTPServer):
         self.in_flight_lock = threading.Condition()
         # Set by drain(): from then on no request reaches the engine, which is about to close.
         self.closing = False
+        self.loopback_only = is_loopback_bind(options.host)
+        self.guard = StatementGuard(
+            GuardPolicy(options.user_files, relative_paths, options.allow_external_access),
+        )
+        self.auth_throttle = AuthThrottle(options.auth_free_failures, options.auth_base_delay, options.auth_max_delay)
+        if ":" in options.host:
+            self.address_family = socket.AF_INET6
         try:
             super().__init__((options.host, options.port), ClickHouseRequestHandler)
         except OSError as exc:
@@ -203,8 +300,19 @@ class _Body:
         except ValueError:
             raise ClickHouseError(36, f"Invalid Content-Length header {length!r}") from None
         self.finished = not self.chunked and self._remaining == 0
+        # Set when the client stopped sending mid-body: the connection cannot be reused.
+        self.timed_out = False
 
     def raw_chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self._raw_chunks()
+        except TimeoutError:
+            self.finished = self.timed_out = True
+            raise ClickHouseError(
+                209, "Timeout exceeded while reading the request body from the client", "SOCKET_TIMEOUT"
+            ) from None
+
+    def _raw_chunks(self) -> Iterator[bytes]:
         if self.chunked:
             while True:
                 line = self._rfile.readline(1024)
@@ -285,6 +393,28 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
         # Without TCP_NODELAY every keep-alive request waits ~40 ms on delayed ACKs.
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    # ---- timeouts (ClickHouse's: an idle keep-alive connection, a stalled request, a stalled reader) ----
+
+    def handle_one_request(self) -> None:
+        # Waiting for the next request line: the keep-alive timeout. The stdlib closes the
+        # connection when it expires.
+        self.request.settimeout(self.server.options.keep_alive_timeout)
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        # The request line arrived: headers and body must follow within the receive timeout.
+        self.request.settimeout(self.server.options.receive_timeout)
+        return super().parse_request()
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.request.settimeout(self.server.options.send_timeout)
+        super().send_response(code, message)
+
+    def end_headers(self) -> None:
+        if not self.close_connection and self.request_version == "HTTP/1.1":
+            self.send_header("Keep-Alive", f"timeout={max(1, round(self.server.options.keep_alive_timeout))}")
+        super().end_headers()
+
     # Requests too broken to name an HTTP version still get a status line and headers.
     default_request_version = "HTTP/1.0"
 
@@ -343,6 +473,7 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
             return
         body: _Body | None = None
         try:
+            self._check_browser_and_host()
             url = urlsplit(self.path)
             if url.path not in ("/", "/query", ""):
                 raise ClickHouseError(
@@ -367,6 +498,27 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
         finally:
             self.server.request_finished()
 
+    def _check_browser_and_host(self) -> None:
+        """Refuse what a web page could send: any Origin, and (on loopback) a foreign Host.
+
+        Browsers add Origin to cross-site and POST requests; a page whose DNS name was
+        re-pointed at 127.0.0.1 sends its own name as Host. Neither can be a real client here.
+        """
+        origin = self.headers.get("Origin")
+        if origin is not None:
+            self.close_connection = True
+            raise access_denied(
+                f"requests with an Origin header ({origin}) are refused: web pages must not drive the embedded "
+                "server; use a ClickHouse client"
+            )
+        host = self.headers.get("Host")
+        if host is not None and self.server.loopback_only and not host_header_is_loopback(host):
+            self.close_connection = True
+            raise access_denied(
+                f"Host {host!r} is not a loopback name or address; the server listens on "
+                f"{self.server.options.host} and answers requests for localhost, 127.0.0.1 or [::1] only"
+            )
+
     def _authenticate(self, params: dict[str, str]) -> None:
         user = self.headers.get("X-ClickHouse-User") or params.get("user")
         password = self.headers.get("X-ClickHouse-Key") or params.get("password")
@@ -379,10 +531,20 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
         user = user or "default"
         password = password or ""
         options = self.server.options
-        if user != options.user or not secrets.compare_digest(password, options.password):
+        peer = str(self.client_address[0])
+        if user != options.user or not secrets.compare_digest(password.encode(), options.password.encode()):
+            # Queues behind earlier failures from the same address, then waits what it has earned.
+            self.server.auth_throttle.failed(peer)
             raise ClickHouseError(
                 516,
                 f"{user}: Authentication failed: password is incorrect, or there is no user with such name",
+                "AUTHENTICATION_FAILED",
+            )
+        if not options.password and not is_loopback_peer(peer):
+            raise ClickHouseError(
+                516,
+                f"{user}: Authentication failed: the empty default password is accepted from loopback only "
+                f"(this request came from {peer}); start the server with EVENTHOUSE_CLICKHOUSE_PASSWORD set",
                 "AUTHENTICATION_FAILED",
             )
 
@@ -393,6 +555,8 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
             for name, value in params.items()
             if name not in TRANSPORT_PARAMS and not name.startswith("param_")
         }
+        # Checked before anything is applied to a handle.
+        self.server.guard.check_url_settings(settings)
         database = params.get("database") or self.headers.get("X-ClickHouse-Database")
         default_format = params.get("default_format") or self.headers.get("X-ClickHouse-Format") or "TabSeparated"
         wait_end = params.get("wait_end_of_query", "0") not in ("0", "", "false")
@@ -403,7 +567,9 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
             # ClickHouse joins the query parameter and the body into one statement.
             query_text += b"\n"
         stream = _PrefixedStream(query_text, body_stream.chunks())
-        head = split_insert(stream.probe(INSERT_HEAD_PROBE))
+        probe = stream.probe(INSERT_HEAD_PROBE)
+        # INSERT ... VALUES streams too: its data then reaches the Values parser only, never SQL.
+        head = split_insert(probe) or split_values_insert(probe)
 
         session_id = params.get("session_id")
         if session_id:
@@ -421,15 +587,13 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
         with handle_context as session:
             if session.protocol_state is None:
                 session.protocol_state = _SessionState()
-            if head is not None and settings and not _SETTINGS_CLAUSE.search(head.statement):
-                # An insert's settings (a dedup token differs on every insert) go into its own
-                # SETTINGS clause: applying and restoring them on the handle costs three extra
-                # queries per insert, more than a small insert itself.
-                head = dataclasses.replace(
-                    head, statement=f"{head.statement} SETTINGS {settings_statement(settings)[len('SET ') :]}"
-                )
-                settings = {}
+            checked_head = head
+            if head is not None:
+                head, settings = _with_insert_settings(head, settings)
             self._prepare_handle(session.handle, database, settings, session.protocol_state)
+            if checked_head is not None:
+                # The statement as the client sent it (what it adds is checked), with its format.
+                self._guard(session, f"{checked_head.statement}\nFORMAT {checked_head.data_format}", query_params, True)
             self._run(session, head, stream, query_params, default_format, wait_end, query_id)
 
     def _prepare_handle(
@@ -487,6 +651,7 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
         sql = stream.read_all(MAX_STATEMENT_BYTES).decode("utf-8", errors="replace").strip()
         if not sql:
             raise ClickHouseError(62, "Empty query", "SYNTAX_ERROR")
+        self._guard(session, sql, query_params, False)
         keyword = leading_keyword(sql)
         if keyword == "USE":
             session.protocol_state.database = None  # the next `database` parameter must apply again
@@ -499,6 +664,21 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
             self._stream_query(session, sql, output_format, query_params, query_id)
         else:
             self._materialized_query(handle, sql, output_format, has_result, query_params, query_id)
+
+    def _guard(self, session: Session, sql: str, query_params: dict[str, str], insert_head: bool) -> None:
+        """Refuse the statement (ClickHouse-style error) unless the guard allows it; GET is read-only."""
+        try:
+            self.server.guard.check(
+                HandleGuardEngine(session.handle),
+                sql,
+                query_params,
+                readonly=self.command == "GET",
+                insert_head=insert_head,
+            )
+        except ClickHouseError as error:
+            if error.code in (497, 164, 291):
+                log.info("refused from %s: %s", self.client_address[0], error.message)
+            raise
 
     def _insert(self, handle: Any, statement: str, data_format: str, stream: _PrefixedStream, query_id: str) -> None:
         stats = RequestStats()
@@ -652,6 +832,8 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _send_error(self, error: ClickHouseError, query_id: str, body: _Body | None) -> None:
+        if body is not None and body.timed_out:
+            self.close_connection = True  # the rest of the body may still arrive: the stream is out of step
         if body is not None and not body.finished:
             try:
                 body.drain()
@@ -673,16 +855,43 @@ class ClickHouseRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
+def _enter_user_files(user_files: Path) -> bool:
+    """Make user_files_path the working directory; True when relative paths then resolve inside it.
+
+    chDB runs in clickhouse-local mode, which resolves relative file() paths against the
+    process's working directory and never enforces user_files_path. Only a server that owns its
+    process (serve() in the main thread, as `eventhouse stack clickhouse` runs it) changes the
+    directory; in a thread of another process the guard accepts absolute paths under
+    user_files_path only, and the host process's directory is left alone.
+    """
+    user_files.mkdir(parents=True, exist_ok=True)
+    if threading.current_thread() is not threading.main_thread():
+        log.info("serving from a thread: relative file paths are refused (the working directory is not changed)")
+        return False
+    # Imports must never come from user_files (a client can write files there): pin sys.path first.
+    sys.path[:] = [os.path.abspath(entry) if entry else os.getcwd() for entry in sys.path]
+    os.chdir(user_files)
+    return True
+
+
 def serve(options: ServerOptions, ready: threading.Event | None = None) -> None:
-    """Run the server in the foreground until SIGTERM or SIGINT, then shut down cleanly."""
+    """Run the server in the foreground until SIGTERM or SIGINT, then shut down cleanly.
+
+    In the main thread this changes the process's working directory to user_files_path.
+    """
+    options.validate()
     os.environ["TZ"] = options.timezone
     time.tzset()
-    engine = ChdbEngine(options.data_dir)
+    data_dir = options.data_dir.resolve()  # before the working directory changes
+    options = dataclasses.replace(options, data_dir=data_dir, user_files_path=options.user_files)
+    relative_paths = _enter_user_files(options.user_files)
+    engine = ChdbEngine(data_dir)
     engine.open()
     try:
+        engine.use_atomic_default_database()
         for database in (options.default_database, *options.ensure_databases):
             engine.query(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        server = ClickHouseHTTPServer(options, engine)
+        server = ClickHouseHTTPServer(options, engine, relative_paths)
         server.timezone = engine.query("SELECT timezone()").decode().strip()
     except BaseException:
         engine.close()
@@ -698,7 +907,14 @@ def serve(options: ServerOptions, ready: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-    log.info("ClickHouse HTTP on http://%s:%s, data in %s", options.host, options.port, options.data_dir)
+    log.info(
+        "ClickHouse HTTP on http://%s:%s, data in %s, user files in %s, external access %s",
+        options.host,
+        options.port,
+        options.data_dir,
+        options.user_files,
+        "allowed" if options.allow_external_access else "refused",
+    )
     if ready is not None:
         ready.set()
     try:
@@ -710,4 +926,5 @@ def serve(options: ServerOptions, ready: threading.Event | None = None) -> None:
         if not server.drain(timeout=30.0):
             log.warning("shutting down with requests still running after 30 s")
         engine.close()
+        log.info("statement guard: %s", json.dumps(server.guard.stats.as_dict()))
         log.info("ClickHouse HTTP server stopped")

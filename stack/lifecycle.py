@@ -3,9 +3,10 @@
 Layout under $EVENTHOUSE_HOME (default `.eventhouse/` in the repository):
 
     clickhouse/          chDB data directory (owned by the ClickHouse HTTP server process)
+    user_files/          the only place file() and File engines read and write (the server's working directory)
     run/*.pid            pidfiles
     logs/*.log           service logs
-    stack.json           ports and cluster id of the running stack
+    stack.json           ports, cluster id, listen host and external access of the running stack
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class StackLayout:
         return self.home / "clickhouse"
 
     @property
+    def user_files(self) -> Path:
+        return self.home / "user_files"
+
+    @property
     def run_dir(self) -> Path:
         return self.home / "run"
 
@@ -54,11 +59,20 @@ class StackState:
     kafka_port: int
     kafka_cluster_id: str
     started_at: float
+    # How the ClickHouse server was started (older stack.json files lack them: the defaults).
+    listen_host: str = "127.0.0.1"
+    allow_external_access: bool = False
+
+
+def probe_host(listen_host: str) -> str:
+    """The address that reaches a server listening on `listen_host` (wildcards: loopback)."""
+    return "127.0.0.1" if listen_host in ("", "0.0.0.0", "::") else listen_host
 
 
 def clickhouse_ready(port: int, host: str = "127.0.0.1") -> bool:
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/ping", timeout=1.0) as response:
+        address = f"[{host}]" if ":" in host else host
+        with urllib.request.urlopen(f"http://{address}:{port}/ping", timeout=1.0) as response:
             return response.status == 200 and response.read().strip() == b"Ok."
     except OSError:
         return False
@@ -92,14 +106,26 @@ def kafka_ready(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> boo
 class EmbeddedStack:
     """The two embedded services for one EVENTHOUSE_HOME."""
 
-    def __init__(self, home: Path, clickhouse_port: int = 18123, kafka_port: int = 19092, database: str = "eventhouse"):
+    def __init__(
+        self,
+        home: Path,
+        clickhouse_port: int = 18123,
+        kafka_port: int = 19092,
+        database: str = "eventhouse",
+        *,
+        listen_host: str = "127.0.0.1",
+        allow_external_access: bool = False,
+    ):
         self.layout = StackLayout(home.resolve())
         self.clickhouse_port = clickhouse_port
         self.kafka_port = kafka_port
         self.database = database
+        self.listen_host = listen_host
+        self.allow_external_access = allow_external_access
 
-    def _clickhouse(self, port: int) -> Service:
+    def _clickhouse(self, port: int, listen_host: str, allow_external_access: bool) -> Service:
         layout = self.layout
+        host = probe_host(listen_host)
         return Service(
             name="ClickHouse (chDB HTTP server)",
             argv=[
@@ -114,10 +140,13 @@ class EmbeddedStack:
                 str(port),
                 "--database",
                 self.database,
+                "--listen-host",
+                listen_host,
+                *(["--allow-external-access"] if allow_external_access else []),
             ],
             pidfile=layout.run_dir / "clickhouse.pid",
             logfile=layout.log_dir / "clickhouse.log",
-            ready=lambda: clickhouse_ready(port),
+            ready=lambda: clickhouse_ready(port, host),
         )
 
     def _kafka(self, port: int, cluster_id: str) -> Service:
@@ -141,7 +170,9 @@ class EmbeddedStack:
         ch_port = state.clickhouse_port if state else self.clickhouse_port
         kafka_port = state.kafka_port if state else self.kafka_port
         cluster = state.kafka_cluster_id if state else ""
-        return self._clickhouse(ch_port), self._kafka(kafka_port, cluster)
+        listen_host = state.listen_host if state else self.listen_host
+        external = state.allow_external_access if state else self.allow_external_access
+        return self._clickhouse(ch_port, listen_host, external), self._kafka(kafka_port, cluster)
 
     def up(self, timeout: float = 90.0) -> StackState:
         """Start whatever is not running yet; idempotent."""
@@ -156,6 +187,16 @@ class EmbeddedStack:
                     f"The stack in {layout.home} is already running on ClickHouse port {state.clickhouse_port} "
                     f"and Kafka port {state.kafka_port}; stop it first (`eventhouse stack down`) to change ports."
                 )
+            wanted = (self.listen_host, self.allow_external_access)
+            if clickhouse_running and (state.listen_host, state.allow_external_access) != wanted:
+                # `up` is idempotent (demo and `stack run` call it too): the running server stays as it is.
+                log.warning(
+                    "The ClickHouse server in %s keeps running as started (listening on %s, external access %s); "
+                    "stop it (`eventhouse stack down`) to change --listen-host or --allow-external-access.",
+                    layout.home,
+                    state.listen_host,
+                    "allowed" if state.allow_external_access else "refused",
+                )
         else:
             state = StackState(
                 clickhouse_port=self.clickhouse_port,
@@ -163,15 +204,19 @@ class EmbeddedStack:
                 kafka_cluster_id=f"eventhouse-{secrets.token_hex(6)}",
                 started_at=time.time(),
             )
+        if not clickhouse_running:
+            state.listen_host, state.allow_external_access = self.listen_host, self.allow_external_access
         checks = []
         if not clickhouse_running:
-            checks.append(("ClickHouse", state.clickhouse_port, "--clickhouse-port"))
+            # port_is_free probes IPv4: an IPv6 listen address is checked on loopback.
+            bind = "127.0.0.1" if ":" in state.listen_host else state.listen_host or "0.0.0.0"
+            checks.append(("ClickHouse", bind, state.clickhouse_port, "--clickhouse-port"))
         if not kafka_running:
-            checks.append(("Kafka", state.kafka_port, "--kafka-port"))
-        for name, port, flag in checks:
-            if not port_is_free("127.0.0.1", port):
+            checks.append(("Kafka", "127.0.0.1", state.kafka_port, "--kafka-port"))
+        for name, host, port, flag in checks:
+            if not port_is_free(host, port):
                 raise ServiceError(
-                    f"Cannot start the embedded {name}: port {port} on 127.0.0.1 is already in use by another "
+                    f"Cannot start the embedded {name}: port {port} on {host} is already in use by another "
                     f"process. Free it or choose another port ({flag})."
                 )
         if not kafka_running:
@@ -179,7 +224,7 @@ class EmbeddedStack:
             state.kafka_cluster_id = f"eventhouse-{secrets.token_hex(6)}"
             state.started_at = time.time()
         layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
-        clickhouse = self._clickhouse(state.clickhouse_port)
+        clickhouse = self._clickhouse(state.clickhouse_port, state.listen_host, state.allow_external_access)
         kafka = self._kafka(state.kafka_port, state.kafka_cluster_id)
         if not clickhouse_running:
             clickhouse.start(timeout=timeout)
@@ -203,7 +248,11 @@ class EmbeddedStack:
         clickhouse, kafka = self.services()
         result: dict[str, object] = {"home": str(self.layout.home)}
         for key, service, ready in (
-            ("clickhouse", clickhouse, lambda: state is not None and clickhouse_ready(state.clickhouse_port)),
+            (
+                "clickhouse",
+                clickhouse,
+                lambda: state is not None and clickhouse_ready(state.clickhouse_port, probe_host(state.listen_host)),
+            ),
             ("kafka", kafka, lambda: state is not None and kafka_ready(state.kafka_port)),
         ):
             pid = service.running_pid()

@@ -363,7 +363,9 @@ def test_malformed_requests_get_errors_and_the_server_keeps_serving(embedded_sta
     assert status == 400 and b"Empty query" in body
     # Garbage chunk framing.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nSELECT 1\r\n0\r\n\r\n")
+        sock.sendall(
+            b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nSELECT 1\r\n0\r\n\r\n"
+        )
         reply = _read_until_closed(sock)
     assert reply.startswith(b"HTTP/1.1 400") and b"Malformed chunked request body" in reply
     # Not even HTTP.
