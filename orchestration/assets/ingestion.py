@@ -145,6 +145,9 @@ def _raw_table_asset(domain: str) -> dg.AssetsDefinition:
                 "remaining_lag": dg.MetadataValue.int(remaining_lag),
                 "lag_by_partition": dg.MetadataValue.json(summary["lag"]),
                 "insert_ms_p95": dg.MetadataValue.float(float(summary["insert_ms_p95"] or 0.0)),
+                # rows ClickHouse refused despite the contract (dead-lettered), DLQ copies not yet published
+                "rows_rejected_by_clickhouse": dg.MetadataValue.int(summary["rows_rejected_by_clickhouse"]),
+                "dlq_copies_pending": dg.MetadataValue.int(summary["dlq_copies_pending"]),
                 "dagster/row_count": dg.MetadataValue.int(int(total_rows)),
             }
         )
