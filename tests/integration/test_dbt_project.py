@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
+from ingestion.contract import make_event
+from ingestion.raw_writer import RawWriter
 from tests.integration.dbt_support import run_dbt as _dbt
 
 pytestmark = pytest.mark.integration
@@ -47,10 +50,77 @@ def test_dbt_build_creates_and_tests_the_first_chain(embedded_stack, dbt_env):
         "3900",
     ]
 
-    # A second build replaces the tables in place and gives the same result.
+    # A second build replaces the tables in place, here after events that are odd but break no
+    # staging invariant: it completes, and the tests they concern warn or pass.
+    RawWriter(embedded_stack.client(), env["EVENTHOUSE_RAW_DATABASE"]).add_all(_odd_but_clean_events()).flush()
     again = _dbt(["build"], env, target)
     assert again.returncode == 0, again.stdout[-5000:]
+    results = json.loads((target / "run_results.json").read_text())["results"]
+    assert not [r["unique_id"] for r in results if r["status"] in ("error", "fail", "skipped")]
+    warned = {r["unique_id"].split(".")[2] for r in results if r["status"] == "warn"}
+    assert warned == {
+        f"expression_is_true_economy_{entity}_completion_{rate}__between_0_and_1"
+        for entity in ("event", "mission")
+        for rate in ("completion_rate", "user_claim_rate")
+    }
     assert client.command("SELECT count() FROM dim_stages") == 50
+    # one id, a product of each catalog
+    assert client.query("SELECT product_source FROM dim_products WHERE product_id = 'p1' ORDER BY 1").result_rows == [
+        ("commerce",),
+        ("shop",),
+    ]
+
+
+def _odd_but_clean_events() -> list[dict]:
+    """A product id used by both catalogs (two products), and claims beyond the progress seen
+    (a progress event late or lost): completion rates above 1, a warning, not a broken build."""
+    at = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    events = [
+        make_event(
+            "order.created",
+            "dbt-odd-order",
+            at,
+            {
+                "order_id": "o1",
+                "status": "PENDING",
+                "version": 1,
+                "amount_cents": 500,
+                "product_ids": ["p1"],
+                "items": [{"product_id": "p1", "quantity": 1, "price_cents": 500}],
+            },
+            user_id="customer_1",
+        ),
+        make_event(
+            "shop.purchase",
+            "dbt-odd-shop",
+            at,
+            {"tx_id": "t1", "status": "completed", "product_id": "p1", "amount_gold": 100, "price_cents": 99},
+            user_id="player_1",
+        ),
+    ]
+    for kind, entity in (("event", "live_event_id"), ("mission", "mission_id")):
+        # player_1 progressed once (version 1) and claimed versions 1 and 2; player_2 claimed
+        # without any progress: completion 3 claims / 1 update, user claim rate 2 / 1
+        events.append(
+            make_event(
+                f"{kind}.progress",
+                f"dbt-odd-{kind}-p1",
+                at,
+                {entity: "x", "progress_version": 1, "progress": 10},
+                user_id="player_1",
+            )
+        )
+        for n, user in ((1, "player_1"), (2, "player_1"), (1, "player_2")):
+            events.append(
+                make_event(
+                    f"{kind}.claim",
+                    f"dbt-odd-{kind}-c{n}-{user}",
+                    at,
+                    {entity: "x", "progress_version": n},
+                    user_id=user,
+                )
+            )
+    return events
 
 
 def test_failing_dbt_test_fails_the_build(embedded_stack, dbt_env):

@@ -36,8 +36,10 @@ def test_lineage_runs_from_kafka_topics_to_marts(graph):
     assert {f"eventhouse_raw/raw_{d}_events" for d in ("clickstream", "game", "economy", "orders")} <= keys
     raw_game = graph.get(dg.AssetKey(["eventhouse_raw", "raw_game_events"]))
     assert dg.AssetKey(["kafka", "game.events"]) in raw_game.parent_keys
-    staging = graph.get(dg.AssetKey(["stg_game__events"]))
-    assert dg.AssetKey(["eventhouse_raw", "raw_game_events"]) in staging.parent_keys
+    # raw table -> base view (adds the quarantine reasons) -> staging view
+    base = graph.get(dg.AssetKey(["base_game__events"]))
+    assert dg.AssetKey(["eventhouse_raw", "raw_game_events"]) in base.parent_keys
+    assert dg.AssetKey(["base_game__events"]) in graph.get(dg.AssetKey(["stg_game__events"])).parent_keys
     assert dg.AssetKey(["stg_game__events"]) in graph.get(dg.AssetKey(["fct_events"])).parent_keys
 
 
@@ -54,6 +56,18 @@ def test_every_dbt_node_is_an_asset_in_its_layer_group(graph, manifest):
     assert got["economy_daily_kpis"] == "marts_economy"
     assert got["snp_users"] == "snapshots"
     assert graph.get(dg.AssetKey(["eventhouse_raw", "raw_game_events"])).group_name == "ingestion"
+
+
+def test_quarantine_checks_warn_on_their_quarantine_assets_and_do_not_block(graph):
+    for source in ("clickstream", "game", "economy", "orders"):
+        key = dg.AssetCheckKey(dg.AssetKey([f"stg_{source}__quarantined_events"]), f"no_quarantined_{source}_events")
+        spec = graph.get_check_spec(key)
+        assert not spec.blocking, key
+        assert "held back from staging" in spec.description
+    # what staging guarantees once the quarantine holds the odd events back still blocks
+    orders = dg.AssetKey(["stg_orders__order_events"])
+    unique_versions = "unique_combination_of_columns_stg_orders__order_events_order_id__order_version"
+    assert graph.get_check_spec(dg.AssetCheckKey(orders, unique_versions)).blocking
 
 
 def test_descriptions_and_column_schemas_come_from_the_dbt_docs(graph, manifest):

@@ -7,7 +7,8 @@
 }}
 
 -- Products sold: commerce products (from order items, with their unit price) and in-game shop
--- products (gold bundles, priced in cents of real money). One row per product id.
+-- products (gold bundles, priced in cents of real money). One row per (product_source,
+-- product_id): the two catalogs are separate, so one id can name a product in each.
 
 with order_events as (
 

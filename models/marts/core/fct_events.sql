@@ -5,14 +5,22 @@
         unique_key='event_id',
         engine='MergeTree()',
         partition_by='toYYYYMM(event_date)',
-        order_by='(domain, event_date, event_type, event_id)'
+        order_by='(domain, event_date, event_type, event_id)',
+        pre_hook="{{ delete_quarantined_events() }}"
     )
 }}
+
+-- depends_on: {{ ref('stg_clickstream__quarantined_events') }}
+-- depends_on: {{ ref('stg_game__quarantined_events') }}
+-- depends_on: {{ ref('stg_economy__quarantined_events') }}
+-- depends_on: {{ ref('stg_orders__quarantined_events') }}
 
 -- One row per distinct event of every domain, with conformed keys. `latency_ms` is how long the
 -- pipeline took to receive the event after the client stamped it (server/ingest time minus ts).
 -- Incremental: events loaded since the last run (less `fct_events_lookback_minutes`) replace
 -- their rows by event_id, so a re-delivered event's latest version wins as in a full refresh.
+-- Quarantined events are not in staging; the pre-hook deletes those an earlier run stored (the
+-- quarantine models above are built first, hence the depends_on).
 
 with clicks as (
 

@@ -7,9 +7,10 @@
 }}
 
 -- One row per (event_date, game_mode) for every day from the first to the last day with a stage
--- event (from dim_date) and every mode ('story', 'time_attack' and any other mode a client sent),
--- zero rows included so each day's split is complete: stage attempts (stage_start), clears,
--- distinct players who started a stage in the mode, and the mode's share of the day's attempts
+-- event (from dim_date) and every mode ('story', 'time_attack'; staging quarantines stage events
+-- of another mode, and any that reached this model would get a row too), zero rows included so
+-- each day's split is complete: stage attempts (stage_start), clears, distinct players who
+-- started a stage in the mode, and the mode's share of the day's attempts
 -- (NULL on a day without attempts). A day is the UTC date of each event's own ts (a stage started
 -- before midnight and cleared after counts its clear on the next day). Bots (dim_users.is_bot)
 -- are left out of the measures while kpi_exclude_bots is true; the day range is the data's.

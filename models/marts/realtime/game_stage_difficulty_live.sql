@@ -1,12 +1,27 @@
 {{ config(materialized='view') }}
 
--- The insert-time stage difficulty as it stands right now, one row per played stage: merges
--- the aggregate states with the -Merge combinators (parts not yet merged hold partial states).
--- Includes bots: it is computed at insert time, before any bot flag exists.
+-- The insert-time stage difficulty as it stands right now, one row per played stage of the
+-- catalog: merges the aggregate states with the -Merge combinators (parts not yet merged hold
+-- partial states). Includes bots: it is computed at insert time, before any bot flag exists.
+-- Stages outside the catalog are left out here, as staging quarantines their events (the
+-- aggregate keeps them: an insert must not read the catalog).
 
-with stage_states as (
+with stages as (
+
+    select * from {{ ref('stg_game_catalog__stages') }}
+
+),
+
+stage_states as (
 
     select * from {{ ref('agg_game_stage_difficulty') }}
+    where
+        (chapter_number, stage_number) in (
+            select
+                stages.chapter_number,
+                stages.stage_number
+            from stages
+        )
 
 ),
 

@@ -1,9 +1,10 @@
--- One row per click event. FINAL collapses re-delivered copies of an event (same event_id)
--- into the latest delivery; two identical YOOCHOOSE lines have different event_ids and stay two.
+-- One row per click event that is not quarantined. Re-delivered copies of an event (same
+-- event_id) collapse into the latest delivery (base_clickstream__events); two identical
+-- YOOCHOOSE lines have different event_ids and stay two.
 with source as (
 
-    select * from {{ deduplicated(source('raw', 'raw_clickstream_events')) }}
-    where event_type = 'clickstream.click'
+    select * from {{ ref('base_clickstream__events') }}
+    where event_type = 'clickstream.click' and {{ not_quarantined('clickstream') }}
 
 ),
 

@@ -1,8 +1,9 @@
--- One row per buy event (YOOCHOOSE buys file); a price of 0 is kept, it is still a buy.
+-- One row per buy event (YOOCHOOSE buys file) that is not quarantined; a price of 0 is kept,
+-- it is still a buy.
 with source as (
 
-    select * from {{ deduplicated(source('raw', 'raw_clickstream_events')) }}
-    where event_type = 'clickstream.purchase'
+    select * from {{ ref('base_clickstream__events') }}
+    where event_type = 'clickstream.purchase' and {{ not_quarantined('clickstream') }}
 
 ),
 

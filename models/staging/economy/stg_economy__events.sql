@@ -1,8 +1,9 @@
 -- Game economy events (auth, live events, missions, rewards, shop, game sessions), one row per
--- distinct event_id, with the payload's fields as columns.
+-- distinct event_id that is not quarantined, with the payload's fields as columns.
 with source as (
 
-    select * from {{ deduplicated(source('raw', 'raw_economy_events')) }}
+    select * from {{ ref('base_economy__events') }}
+    where {{ not_quarantined('economy') }}
 
 ),
 

@@ -1,7 +1,9 @@
--- Puzzle game client events, one row per distinct event_id, with the payload's fields as columns.
+-- Puzzle game client events, one row per distinct event_id that is not quarantined, with the
+-- payload's fields as columns.
 with source as (
 
-    select * from {{ deduplicated(source('raw', 'raw_game_events')) }}
+    select * from {{ ref('base_game__events') }}
+    where {{ not_quarantined('game') }}
 
 ),
 

@@ -1,8 +1,10 @@
--- Commerce order events (created, status changes, soft deletes), one row per distinct event_id.
--- `version` orders the events of one order whatever order they arrived in.
+-- Commerce order events (created, status changes, soft deletes), one row per distinct event_id
+-- that is not quarantined. `version` orders the events of one order whatever order they arrived
+-- in (stg_orders__quarantined_events quarantines a version used twice).
 with source as (
 
-    select * from {{ deduplicated(source('raw', 'raw_orders_events')) }}
+    select * from {{ ref('base_orders__order_events') }}
+    where {{ not_quarantined('orders') }}
 
 ),
 
