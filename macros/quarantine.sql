@@ -195,3 +195,82 @@
         {%- endif -%}
     {%- endif -%}
 {%- endmacro %}
+
+{#- The whole select of a base view (base_<source>__events): the raw table read with FINAL (one
+    row per distinct event_id, the latest delivery), its columns, and `quarantine_reasons`: the
+    source's row-wise rules (`row_rules`, e.g. clickstream_quarantine_reasons()) followed by the
+    event's clashes with other domains (base_raw__cross_domain_conflicts). -#}
+{% macro base_events(domain, raw_table, row_rules) -%}
+with source as (
+
+    select * from {{ deduplicated(source('raw', raw_table)) }}
+
+),
+
+conflicts as (
+
+    select * from {{ ref('base_raw__cross_domain_conflicts') }}
+    where domain = '{{ domain }}'
+
+),
+
+final as (
+
+    select
+        event_id,
+        event_type,
+        schema_version,
+        user_id,
+        session_id,
+        source_service,
+        source_host,
+        sequence,
+        dedupe_key,
+        payload,
+        ts,
+        ingested_at,
+        loaded_at,
+        kafka_topic,
+        kafka_partition,
+        kafka_offset,
+        kafka_topic_id,
+        arrayConcat(
+            {{ row_rules }},
+            {%- for conflict in ['event_id_in_another_domain', 'customer_id_is_a_player_id'] %}
+            if(
+                event_id in (
+                    select conflicts.event_id from conflicts
+                    where conflicts.conflict = '{{ conflict }}'
+                ),
+                ['{{ conflict }}'],
+                []
+            ){{ ',' if not loop.last }}
+            {%- endfor %}
+        ) as quarantine_reasons
+    from source
+
+)
+
+select * from final
+{%- endmacro %}
+
+{#- The select of a quarantine table (stg_<source>__quarantined_events): the events of `events`
+    (a base view, or a CTE that adds reasons) with a reason, in the columns the warn test and
+    an analyst read. -#}
+{% macro quarantined_events(events, reasons='quarantine_reasons') -%}
+    select
+        event_id,
+        event_type,
+        user_id,
+        session_id,
+        ts,
+        ingested_at,
+        loaded_at,
+        {{ reasons }} as quarantine_reasons,
+        payload,
+        kafka_topic,
+        kafka_partition,
+        kafka_offset
+    from {{ events }}
+    where notEmpty({{ reasons }})
+{%- endmacro %}

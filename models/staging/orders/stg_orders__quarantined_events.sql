@@ -68,21 +68,7 @@ checked_events as (
 
 final as (
 
-    select
-        event_id,
-        event_type,
-        user_id,
-        session_id,
-        ts,
-        ingested_at,
-        loaded_at,
-        all_quarantine_reasons as quarantine_reasons,
-        payload,
-        kafka_topic,
-        kafka_partition,
-        kafka_offset
-    from checked_events
-    where notEmpty(all_quarantine_reasons)
+    {{ quarantined_events('checked_events', reasons='all_quarantine_reasons') }}
 
 )
 
