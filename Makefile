@@ -35,6 +35,10 @@ test: $(STAMP)
 	$(BIN)/eventhouse stack run --ephemeral -- $(MAKE) --no-print-directory dbt-checks
 	$(BIN)/pytest
 
+# The unit tests alone: no servers, under a minute.
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
 # Needs EVENTHOUSE_* pointing at a running stack (the dbt templater compiles against it).
 dbt-checks: $(STAMP)
 	$(BIN)/eventhouse load --create-tables-only
