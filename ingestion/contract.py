@@ -73,6 +73,9 @@ class EventType:
     # Envelope fields this type must carry (clickstream events are anonymous but in a session).
     needs_user: bool = True
     needs_session: bool = False
+    # The Kafka topic it is published on (ingestion/topics.py's TOPICS): an event arriving on a
+    # topic of another domain is a dead letter.
+    topic: str = field(kw_only=True)
 
     def check_payload(self, payload: dict[str, Any]) -> None:
         for name, kind in self.required.items():
@@ -166,6 +169,7 @@ REGISTRY: dict[str, EventType] = _types(
         {"category": "string"},
         needs_user=False,
         needs_session=True,
+        topic="clickstream",
     ),
     EventType(
         "clickstream.purchase",
@@ -174,11 +178,20 @@ REGISTRY: dict[str, EventType] = _types(
         {"item_id": "int", "price": "number", "quantity": "int"},
         needs_user=False,
         needs_session=True,
+        topic="clickstream",
     ),
     # the wire-connecting puzzle game
-    EventType("game.session_start", "game", 1, {}, {"platform": "string", "app_version": "string"}, needs_session=True),
-    EventType("game.session_end", "game", 1, {"duration_ms": "int"}, needs_session=True),
-    EventType("game.stage_start", "game", 1, dict(_STAGE), needs_session=True),
+    EventType(
+        "game.session_start",
+        "game",
+        1,
+        {},
+        {"platform": "string", "app_version": "string"},
+        needs_session=True,
+        topic="game.events",
+    ),
+    EventType("game.session_end", "game", 1, {"duration_ms": "int"}, needs_session=True, topic="game.events"),
+    EventType("game.stage_start", "game", 1, dict(_STAGE), needs_session=True, topic="game.events"),
     EventType(
         "game.stage_clear",
         "game",
@@ -186,37 +199,105 @@ REGISTRY: dict[str, EventType] = _types(
         {**_STAGE, "clear_time_ms": "int", "score": "int"},
         {"moves": "int", "wildcards_used": "int"},
         needs_session=True,
+        topic="game.events",
     ),
     EventType(
-        "game.stage_fail", "game", 1, dict(_STAGE), {"reason": "string", "elapsed_ms": "int"}, needs_session=True
+        "game.stage_fail",
+        "game",
+        1,
+        dict(_STAGE),
+        {"reason": "string", "elapsed_ms": "int"},
+        needs_session=True,
+        topic="game.events",
     ),
-    EventType("game.item_use", "game", 1, {"item": "string", "action": "string"}, {"cost_gold": "int"}, True, True),
-    EventType("game.navigation", "game", 1, {"from_screen": "string", "to_screen": "string"}, needs_session=True),
-    EventType("game.heartbeat", "game", 1, {}, {"screen": "string"}, needs_session=True),
+    EventType(
+        "game.item_use",
+        "game",
+        1,
+        {"item": "string", "action": "string"},
+        {"cost_gold": "int"},
+        True,
+        True,
+        topic="game.events",
+    ),
+    EventType(
+        "game.navigation",
+        "game",
+        1,
+        {"from_screen": "string", "to_screen": "string"},
+        needs_session=True,
+        topic="game.events",
+    ),
+    EventType("game.heartbeat", "game", 1, {}, {"screen": "string"}, needs_session=True, topic="game.events"),
     # the game economy (reference spec 3)
-    EventType("auth.signup", "economy", 1, {}, {"country": "string", "platform": "string", "persona": "string"}),
-    EventType("auth.login", "economy", 1, {}, {"platform": "string"}),
-    EventType("auth.logout", "economy", 1, {}),
+    EventType(
+        "auth.signup",
+        "economy",
+        1,
+        {},
+        {"country": "string", "platform": "string", "persona": "string"},
+        topic="auth.events",
+    ),
+    EventType("auth.login", "economy", 1, {}, {"platform": "string"}, topic="auth.events"),
+    EventType("auth.logout", "economy", 1, {}, topic="auth.events"),
     # a player changed their profile (moved country, switched device); carries the changed fields
-    EventType("auth.profile_updated", "economy", 1, {}, {"country": "string", "platform": "string"}),
     EventType(
-        "event.progress", "economy", 1, {"live_event_id": "string", "progress_version": "int", "progress": "int"}
+        "auth.profile_updated", "economy", 1, {}, {"country": "string", "platform": "string"}, topic="auth.events"
     ),
     EventType(
-        "event.claim", "economy", 1, {"live_event_id": "string", "progress_version": "int"}, {"reward_gold": "int"}
+        "event.progress",
+        "economy",
+        1,
+        {"live_event_id": "string", "progress_version": "int", "progress": "int"},
+        topic="event.progress",
     ),
-    EventType("mission.progress", "economy", 1, {"mission_id": "string", "progress_version": "int", "progress": "int"}),
     EventType(
-        "mission.claim", "economy", 1, {"mission_id": "string", "progress_version": "int"}, {"reward_gold": "int"}
+        "event.claim",
+        "economy",
+        1,
+        {"live_event_id": "string", "progress_version": "int"},
+        {"reward_gold": "int"},
+        topic="event.claim",
     ),
-    EventType("reward.granted", "economy", 1, {"delta_gold": "int", "balance": "int"}, {"reason": "string"}),
+    EventType(
+        "mission.progress",
+        "economy",
+        1,
+        {"mission_id": "string", "progress_version": "int", "progress": "int"},
+        topic="mission.progress",
+    ),
+    EventType(
+        "mission.claim",
+        "economy",
+        1,
+        {"mission_id": "string", "progress_version": "int"},
+        {"reward_gold": "int"},
+        topic="mission.claim",
+    ),
+    EventType(
+        "reward.granted",
+        "economy",
+        1,
+        {"delta_gold": "int", "balance": "int"},
+        {"reason": "string"},
+        topic="reward.granted",
+    ),
     EventType(
         "shop.purchase",
         "economy",
         1,
         {"tx_id": "string", "status": "string", "product_id": "string", "amount_gold": "int", "price_cents": "int"},
+        topic="shop.purchase",
     ),
-    EventType("game.session", "economy", 1, {"action": "string"}, {"duration_ms": "int"}, needs_session=True),
+    EventType(
+        "game.session",
+        "economy",
+        1,
+        {"action": "string"},
+        {"duration_ms": "int"},
+        needs_session=True,
+        topic="game.session",
+    ),
     # commerce orders (outbox pattern, reference spec 4)
     EventType(
         "order.created",
@@ -224,6 +305,7 @@ REGISTRY: dict[str, EventType] = _types(
         1,
         {"order_id": "string", "status": "string", "version": "int", "amount_cents": "int"},
         {"items": "array", "product_ids": "array"},
+        topic="orders",
     ),
     EventType(
         "order.status_changed",
@@ -231,6 +313,7 @@ REGISTRY: dict[str, EventType] = _types(
         1,
         {"order_id": "string", "status": "string", "version": "int"},
         {"amount_cents": "int", "previous_status": "string"},
+        topic="orders",
     ),
     EventType(
         "order.deleted",
@@ -238,6 +321,7 @@ REGISTRY: dict[str, EventType] = _types(
         1,
         {"order_id": "string", "version": "int", "deleted_by": "string"},
         {"deleted_at": "string"},
+        topic="orders",
     ),
 )
 

@@ -43,23 +43,20 @@ TOPICS: tuple[TopicSpec, ...] = (
 TOPICS_BY_NAME = {spec.name: spec for spec in TOPICS}
 DOMAINS = ("clickstream", "game", "economy", "orders")
 
-# Event type -> topic. Economy event types each have the topic of their namespace.action.
-_TOPIC_BY_EVENT_TYPE: dict[str, str] = {}
-for _name, _spec in REGISTRY.items():
-    if _spec.domain == "clickstream":
-        _TOPIC_BY_EVENT_TYPE[_name] = "clickstream"
-    elif _spec.domain == "game":
-        _TOPIC_BY_EVENT_TYPE[_name] = "game.events"
-    elif _spec.domain == "orders":
-        _TOPIC_BY_EVENT_TYPE[_name] = "orders"
-    elif _name.startswith("auth."):
-        _TOPIC_BY_EVENT_TYPE[_name] = "auth.events"
-    else:
-        _TOPIC_BY_EVENT_TYPE[_name] = _name
+# Each event type names its topic in the registry (ingestion/contract.py); a topic there that is
+# not declared here, or of another domain, is a programming error caught at import.
+for _spec in REGISTRY.values():
+    _topic = TOPICS_BY_NAME.get(_spec.topic)
+    if _topic is None or _topic.domain != _spec.domain:
+        raise RuntimeError(f"{_spec.name}: topic {_spec.topic!r} is not a topic of the {_spec.domain} domain")
 
 
 def topic_for(event_type: str) -> TopicSpec:
-    return TOPICS_BY_NAME[_TOPIC_BY_EVENT_TYPE[event_type]]
+    """The topic an event of this type is published on."""
+    spec = REGISTRY.get(event_type)
+    if spec is None:
+        raise ContractError(f"unknown event type {event_type!r}: not in the registry (ingestion/contract.py)")
+    return TOPICS_BY_NAME[spec.topic]
 
 
 def check_topic(event_type: str, topic: str) -> None:

@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from eventhouse.config import ConfigError, ContractConfig, contract_config
-from ingestion.contract import MAX_NESTING, ContractError, make_event, validate
+from ingestion.contract import MAX_NESTING, REGISTRY, ContractError, make_event, validate
 from ingestion.raw_tables import encode_raw_row
-from ingestion.topics import check_topic
+from ingestion.topics import TOPICS, check_topic, topic_for
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 TS = datetime(2014, 4, 1, 10, 0, tzinfo=UTC)
@@ -146,3 +146,30 @@ def test_an_event_must_arrive_on_a_topic_of_its_domain():
     assert caught.value.reason == (
         "wrong topic: order.created belongs to the orders domain (topic orders), not to topic clickstream (clickstream)"
     )
+
+
+@pytest.mark.parametrize(
+    ("event_type", "topic"),
+    [
+        ("clickstream.purchase", "clickstream"),
+        ("game.heartbeat", "game.events"),
+        ("auth.profile_updated", "auth.events"),
+        ("mission.claim", "mission.claim"),
+        ("game.session", "game.session"),  # an economy event despite its namespace
+        ("order.deleted", "orders"),
+    ],
+)
+def test_each_event_type_is_published_on_the_topic_the_registry_names(event_type, topic):
+    assert topic_for(event_type).name == topic
+
+
+def test_every_registered_type_routes_to_a_topic_of_its_own_domain():
+    routed = {name: topic_for(name) for name in REGISTRY}
+    assert {name: spec.domain for name, spec in routed.items()} == {n: t.domain for n, t in REGISTRY.items()}
+    # every declared topic carries at least one event type
+    assert {spec.name for spec in routed.values()} == {spec.name for spec in TOPICS}
+
+
+def test_an_unknown_event_type_has_no_topic_and_says_so():
+    with pytest.raises(ContractError, match="unknown event type 'payment.made': not in the registry"):
+        topic_for("payment.made")
