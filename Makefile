@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo ui screenshot test lint unit dbt-checks bench stack-up stack-down stack-status clean
+.PHONY: demo ui screenshot test lint unit event-types dbt-checks bench stack-up stack-down stack-status clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/eventhouse stack run --ephemeral -- $(MAKE) --no-print-directory dbt-checks
 	$(BIN)/pytest
+
+# seeds/event_types.csv from the event registry (ingestion/contract.py): run after changing it.
+event-types: $(STAMP)
+	$(BIN)/python -m ingestion.event_types_seed
 
 # The unit tests alone: no servers, under a minute.
 unit: $(STAMP)

@@ -134,6 +134,14 @@ def test_failing_dbt_test_fails_the_build(embedded_stack, dbt_env):
     assert "unique_stg_game_catalog__stages_stage_key" in result.stdout
     assert "FAIL 1" in result.stdout
 
+    # An order event whose type the seed of registered types no longer gives to orders.
+    order = _odd_but_clean_events()[0]
+    RawWriter(embedded_stack.client(), env["EVENTHOUSE_RAW_DATABASE"]).add_all([order]).flush()
+    client.command("ALTER TABLE event_types DELETE WHERE event_type = 'order.created' SETTINGS mutations_sync = 2")
+    result = _dbt(["test", "--select", "stg_orders__order_events,test_name:registered_event_type"], env, target)
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "FAIL 1 registered_event_type_stg_orders__order_events_event_type__orders" in result.stdout
+
 
 def test_dbt_docs_generate_documents_every_model(dbt_env):
     env, _, target = dbt_env
