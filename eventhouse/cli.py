@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from eventhouse.config import DEFAULT_DATABASE, REPO_ROOT, env_number, load_settings, stack_env
+from eventhouse.config import DEFAULT_DATABASE, REPO_ROOT, load_settings, stack_env
 
 
 class _Parser(argparse.ArgumentParser):
@@ -249,7 +249,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         batch_seconds=args.batch_seconds,
         until_caught_up=args.until_caught_up,
         max_seconds=args.max_seconds,
-        session_timeout_ms=args.session_timeout_ms,
+        session_timeout_ms=args.session_timeout_ms or settings.kafka.session_timeout_ms,
         ttl_days=args.ttl_days,
         fetch_max_bytes=args.fetch_max_bytes,
         partition_fetch_bytes=args.partition_fetch_bytes,
@@ -444,8 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--session-timeout-ms",
         type=_positive_int,
-        default=int(env_number("EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS", 6000, int)),
-        help="consumer group session timeout (6000 suits the embedded broker; use Kafka's default in production)",
+        default=None,
+        help="consumer group session timeout (default: EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS, else 6000, which suits "
+        "the embedded broker; Kafka's default is 45000)",
     )
     load.add_argument(
         "--create-tables-only", action="store_true", help="create the raw tables (idempotent) and exit, reading nothing"

@@ -21,6 +21,9 @@ DEFAULT_DATABASE = "eventhouse"
 DEFAULT_RAW_DATABASE = "eventhouse_raw"
 # How long a Kafka client waits for the first broker before giving up (kafka-python's default is 30 s).
 DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
+# The loader's consumer-group session timeout: 6 s suits the embedded broker (a restarted loader
+# gets its partitions back quickly); a production cluster may want Kafka's default, 45 s.
+DEFAULT_KAFKA_SESSION_TIMEOUT_MS = 6000
 
 # The event contract's limits (ingestion/contract.py): longer strings and events outside the
 # plausible window become dead letters. The earliest day accepts the 2014 YOOCHOOSE replay.
@@ -50,6 +53,13 @@ def _env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(env_number(name, default, int, env))
+
+
+def _env_positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _env_int(env, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name}={value} must be above 0")
+    return value
 
 
 def _env_port(env: Mapping[str, str], name: str, default: int) -> int:
@@ -118,6 +128,8 @@ class KafkaConfig:
     ssl_cafile: str | None = None
     # how long a client waits for the first broker to answer before it gives up
     bootstrap_timeout_ms: int = DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS
+    # the loader's consumer-group session timeout (EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS)
+    session_timeout_ms: int = DEFAULT_KAFKA_SESSION_TIMEOUT_MS
 
     @property
     def port(self) -> int:
@@ -206,6 +218,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sasl_password=env.get("EVENTHOUSE_KAFKA_SASL_PASSWORD") or None,
         ssl_cafile=env.get("EVENTHOUSE_KAFKA_SSL_CAFILE") or None,
         bootstrap_timeout_ms=_env_int(env, "EVENTHOUSE_KAFKA_BOOTSTRAP_TIMEOUT_MS", DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS),
+        session_timeout_ms=_env_positive_int(
+            env, "EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS", DEFAULT_KAFKA_SESSION_TIMEOUT_MS
+        ),
     )
     return Settings(clickhouse=clickhouse, kafka=kafka, home=eventhouse_home(env), contract=contract_config(env))
 

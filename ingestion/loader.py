@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 from kafka import ConsumerRebalanceListener
 
-from eventhouse.config import Settings
+from eventhouse.config import DEFAULT_KAFKA_SESSION_TIMEOUT_MS, Settings
 from ingestion.contract import ContractError, validate
 from ingestion.dead_letters import DeadLetter, DlqPublisher
 from ingestion.raw_tables import DEAD_LETTER_COLUMNS, RAW_COLUMNS, encode_raw_row, ensure_tables, raw_table
@@ -60,7 +60,7 @@ class LoaderConfig:
     batch_seconds: float = 1.5
     until_caught_up: bool = False
     max_seconds: float | None = None
-    session_timeout_ms: int = 6000
+    session_timeout_ms: int = DEFAULT_KAFKA_SESSION_TIMEOUT_MS
     ttl_days: int | None = None
     retry_max_sleep: float = 10.0
     # Kafka fetch sizes bound the loader's memory: kafka-python buffers up to one fetch per partition.

@@ -123,6 +123,7 @@ def _raw_table_asset(domain: str) -> dg.AssetsDefinition:
             until_caught_up=True,
             max_seconds=config.max_seconds,
             batch_rows=config.batch_rows,
+            session_timeout_ms=settings.kafka.session_timeout_ms,
         )
         context.log.info(f"loading {', '.join(topics)} into {settings.clickhouse.raw_database}.{table}")
         stats = Loader(settings, loader_config).run()

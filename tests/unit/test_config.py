@@ -14,6 +14,7 @@ def test_defaults_point_at_the_embedded_stack():
     assert settings.kafka.bootstrap == "127.0.0.1:19092" and settings.kafka.port == 19092
     assert settings.home == REPO_ROOT / ".eventhouse"
     assert settings.clickhouse.client_kwargs()["interface"] == "http"
+    assert settings.kafka.session_timeout_ms == 6000
 
 
 def test_a_real_cluster_is_configuration_only(tmp_path: Path):
@@ -28,9 +29,11 @@ def test_a_real_cluster_is_configuration_only(tmp_path: Path):
             "EVENTHOUSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
             "EVENTHOUSE_KAFKA_SASL_USERNAME": "u",
             "EVENTHOUSE_KAFKA_SASL_PASSWORD": "p",
+            "EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS": "45000",
             "EVENTHOUSE_HOME": str(tmp_path),
         }
     )
+    assert settings.kafka.session_timeout_ms == 45000
     assert settings.clickhouse.port == 8443 and settings.clickhouse.client_kwargs()["interface"] == "https"
     assert not settings.clickhouse.is_embedded_default
     kafka = settings.kafka.client_kwargs()
@@ -45,6 +48,8 @@ def test_a_real_cluster_is_configuration_only(tmp_path: Path):
         ({"EVENTHOUSE_CLICKHOUSE_PORT": "http"}, "EVENTHOUSE_CLICKHOUSE_PORT='http' is not an integer"),
         ({"EVENTHOUSE_CLICKHOUSE_SECURE": "maybe"}, "EVENTHOUSE_CLICKHOUSE_SECURE='maybe' is not a boolean"),
         ({"EVENTHOUSE_KAFKA_BOOTSTRAP": "localhost"}, "'localhost' is not host:port"),
+        ({"EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS": "soon"}, "SESSION_TIMEOUT_MS='soon' is not an integer"),
+        ({"EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS": "0"}, "EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS=0 must be above 0"),
     ],
 )
 def test_bad_values_are_named(env, message):
