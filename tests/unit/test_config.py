@@ -60,3 +60,46 @@ def test_bad_values_are_named(env, message):
 def test_stack_env_round_trips(tmp_path: Path):
     settings = load_settings(stack_env(1234, 5678, tmp_path))
     assert (settings.clickhouse.port, settings.kafka.port, settings.home) == (1234, 5678, tmp_path)
+
+
+def _dbt_endpoint(target: str, env: dict[str, str]) -> dict:
+    """profiles.yml's target rendered by dbt's own profile renderer under `env`."""
+    from argparse import Namespace
+
+    from dbt.config.profile import read_profile
+    from dbt.config.renderer import ProfileRenderer
+    from dbt.flags import set_from_args
+    from dbt_common.context import set_invocation_context
+
+    set_invocation_context(env)
+    set_from_args(Namespace(), None)
+    output = ProfileRenderer({}).render_data(read_profile(str(REPO_ROOT))["eventhouse"]["outputs"][target])
+    return {key: output[key] for key in ("host", "port", "user", "schema", "secure")}
+
+
+@pytest.mark.parametrize("target", ["embedded", "prod"])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"EVENTHOUSE_CLICKHOUSE_SECURE": "yes", "EVENTHOUSE_CLICKHOUSE_HOST": "ch.example.com"},
+        {"EVENTHOUSE_CLICKHOUSE_SECURE": "true", "EVENTHOUSE_CLICKHOUSE_PORT": "9440"},
+        {"EVENTHOUSE_CLICKHOUSE_SECURE": "off", "EVENTHOUSE_CLICKHOUSE_USER": "dbt"},
+        {"EVENTHOUSE_CLICKHOUSE_PORT": "28123", "EVENTHOUSE_CLICKHOUSE_DATABASE": "analytics"},
+    ],
+)
+def test_the_dbt_profile_and_the_python_settings_name_the_same_endpoint(target, env):
+    ch = load_settings(env).clickhouse
+    python_side = {"host": ch.host, "port": ch.port, "user": ch.user, "schema": ch.database, "secure": ch.secure}
+    assert _dbt_endpoint(target, env) == python_side
+
+
+def test_with_no_variables_both_name_the_embedded_server_over_http():
+    assert _dbt_endpoint("prod", {}) == {
+        "host": "127.0.0.1",
+        "port": 18123,
+        "user": "default",
+        "schema": "eventhouse",
+        "secure": False,
+    }
+    assert _dbt_endpoint("prod", {"EVENTHOUSE_CLICKHOUSE_SECURE": "1"})["port"] == 8443
