@@ -1,5 +1,9 @@
 -- Puzzle game client events, one row per distinct event_id that is not quarantined, with the
 -- payload's fields as columns.
+-- depends_on: {{ ref('event_types') }}
+-- (its registered_event_type test reads the seed; as a parent here, a failure of that test stops
+-- what is built from this model, as a test on this model alone would)
+
 with source as (
 
     select * from {{ ref('base_game__events') }}

@@ -1,6 +1,10 @@
 -- Commerce order events (created, status changes, soft deletes), one row per distinct event_id
 -- that is not quarantined. `version` orders the events of one order whatever order they arrived
 -- in (stg_orders__quarantined_events quarantines a version used twice).
+-- depends_on: {{ ref('event_types') }}
+-- (its registered_event_type test reads the seed; as a parent here, a failure of that test stops
+-- what is built from this model, as a test on this model alone would)
+
 with source as (
 
     select * from {{ ref('base_orders__order_events') }}
