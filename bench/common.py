@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from eventhouse.config import stack_env
 from ingestion.contract import make_event
+from settings import stack_env
 from stack.lifecycle import EmbeddedStack
 from stack.processes import free_port
 

@@ -21,8 +21,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import embedded_stack, sample_event
-from eventhouse.config import REPO_ROOT, load_settings
 from ingestion.publisher import Publisher
+from settings import REPO_ROOT, load_settings
 
 BASE = datetime(2024, 4, 1, tzinfo=UTC)
 

@@ -23,11 +23,11 @@ from pathlib import Path
 import clickhouse_connect
 
 from bench.common import embedded_stack, sample_event
-from eventhouse.config import load_settings
 from ingestion.contract import format_ts
 from ingestion.publisher import Publisher
 from ingestion.raw_tables import raw_table
 from ingestion.topics import DOMAINS, message_key, topic_for
+from settings import load_settings
 
 WARMUP_EVENTS = 400
 

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import embedded_stack, sample_event
-from eventhouse.config import load_settings
 from ingestion.publisher import Publisher
+from settings import load_settings
 
 BASE = datetime(2024, 4, 1, tzinfo=UTC)
 

@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from eventhouse.config import REPO_ROOT
 from orchestration.instance import running_webserver
 from orchestration.project import DBT_PROJECT_DIR, DBT_TARGET_DIR, dbt_executable, ensure_manifest, manifest_is_stale
+from settings import REPO_ROOT
 from stack.processes import free_port
 
 IMPORT_SNIPPET = (

@@ -29,7 +29,6 @@ from pathlib import Path
 import clickhouse_connect
 
 from bench.common import embedded_stack
-from eventhouse.config import REPO_ROOT, load_settings
 from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.producers.game_sim import SimulationConfig, simulate
 from ingestion.producers.orders import OrdersConfig, simulate_orders
@@ -37,6 +36,7 @@ from ingestion.producers.yoochoose import ReplaySummary, merged_events, write_sa
 from ingestion.raw_tables import ensure_tables
 from ingestion.raw_writer import RawWriter
 from orchestration.project import dbt_executable
+from settings import REPO_ROOT, load_settings
 
 RAW_DATABASE = "eventhouse_raw"
 # Measured on the default simulator runs: events per simulated player-day, per YOOCHOOSE-layout

@@ -13,7 +13,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from eventhouse.config import DEFAULT_DATABASE, REPO_ROOT, load_settings, stack_env
+from settings import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_BATCH_SECONDS,
+    DEFAULT_DATABASE,
+    DEFAULT_RAW_DATABASE,
+    REPO_ROOT,
+    load_settings,
+    stack_env,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -231,6 +240,8 @@ def cmd_load(args: argparse.Namespace) -> int:
     from ingestion.loader import Loader, LoaderConfig
 
     settings = load_settings()
+    if args.raw_database is None:
+        args.raw_database = settings.clickhouse.raw_database
     if args.create_tables_only:
         import clickhouse_connect
 
@@ -430,10 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="load events from Kafka into ClickHouse raw tables")
     load.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
     load.add_argument("--group-id", default="eventhouse-loader")
-    load.add_argument("--raw-database", default=os.environ.get("EVENTHOUSE_RAW_DATABASE", "eventhouse_raw"))
-    load.add_argument("--batch-rows", type=_positive_int, default=5000, help="flush after this many messages")
-    load.add_argument("--batch-bytes", type=_positive_int, default=1_000_000, help="flush after this many bytes")
-    load.add_argument("--batch-seconds", type=_positive_float, default=1.5, help="flush a batch this old")
+    load.add_argument("--raw-database", default=None, help=f"default {DEFAULT_RAW_DATABASE} (EVENTHOUSE_RAW_DATABASE)")
+    load.add_argument(
+        "--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS, help="flush after this many messages"
+    )
+    load.add_argument(
+        "--batch-bytes", type=_positive_int, default=DEFAULT_BATCH_BYTES, help="flush after this many bytes"
+    )
+    load.add_argument(
+        "--batch-seconds", type=_positive_float, default=DEFAULT_BATCH_SECONDS, help="flush a batch this old"
+    )
     load.add_argument("--until-caught-up", action="store_true", help="stop when every partition reached its highwater")
     load.add_argument(
         "--max-seconds",
@@ -519,10 +536,10 @@ def _failure(exc: BaseException) -> str | None:
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
     from kafka.errors import RetriableError
 
-    from eventhouse.config import ConfigError
     from ingestion.loader import LoaderError, short_reason
     from ingestion.producers.yoochoose import MalformedLine
     from ingestion.topics import TopicMismatch
+    from settings import ConfigError
     from stack.processes import ServiceError
 
     if isinstance(exc, ConfigError | ServiceError | TopicMismatch | LoaderError | MalformedLine | InputError):
@@ -544,7 +561,7 @@ def _failure(exc: BaseException) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eventhouse.config import ConfigError
+    from settings import ConfigError
 
     try:
         args = build_parser().parse_args(argv)

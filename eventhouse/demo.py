@@ -17,7 +17,7 @@ import time
 import warnings
 from typing import Any
 
-from eventhouse.config import REPO_ROOT, Settings, load_settings, stack_env
+from settings import REPO_ROOT, Settings, load_settings, stack_env
 from stack.lifecycle import EmbeddedStack
 
 # What a database needs before its first plain `dbt build` (CI and tests run dbt directly): seeds,

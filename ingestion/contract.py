@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from eventhouse.config import ContractConfig
+from settings import ContractConfig
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 256 * 1024  # larger messages are dead-lettered, not loaded

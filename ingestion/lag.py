@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from eventhouse.config import KafkaConfig
+from settings import KafkaConfig
 
 
 @dataclass(frozen=True)

@@ -41,11 +41,18 @@ from typing import Any
 import orjson
 from kafka import ConsumerRebalanceListener
 
-from eventhouse.config import DEFAULT_KAFKA_SESSION_TIMEOUT_MS, Settings
 from ingestion.contract import ContractError, validate
 from ingestion.dead_letters import DeadLetter, DlqPublisher
 from ingestion.raw_tables import DEAD_LETTER_COLUMNS, RAW_COLUMNS, encode_raw_row, ensure_tables, raw_table
 from ingestion.topics import DOMAINS, TOPICS_BY_NAME, check_topic, ensure_topics, topics_for_domains
+from settings import (
+    DEFAULT_BATCH_BYTES,
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_BATCH_SECONDS,
+    DEFAULT_KAFKA_SESSION_TIMEOUT_MS,
+    DEFAULT_RAW_DATABASE,
+    Settings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +61,10 @@ log = logging.getLogger(__name__)
 class LoaderConfig:
     domains: tuple[str, ...] = DOMAINS
     group_id: str = "eventhouse-loader"
-    raw_database: str = "eventhouse_raw"
-    batch_rows: int = 5000
-    batch_bytes: int = 1_000_000
-    batch_seconds: float = 1.5
+    raw_database: str = DEFAULT_RAW_DATABASE
+    batch_rows: int = DEFAULT_BATCH_ROWS
+    batch_bytes: int = DEFAULT_BATCH_BYTES
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
     until_caught_up: bool = False
     max_seconds: float | None = None
     session_timeout_ms: int = DEFAULT_KAFKA_SESSION_TIMEOUT_MS

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from eventhouse.config import KafkaConfig
 from ingestion.topics import TOPICS, ensure_topics, message_key, topic_for
+from settings import KafkaConfig
 
 log = logging.getLogger(__name__)
 

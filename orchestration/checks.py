@@ -7,17 +7,12 @@ cannot express: how old the newest loaded row is. The daily marts carry a Freshn
 
 import dagster as dg
 
-from eventhouse.config import env_number
 from orchestration.assets.ingestion import RAW_TABLE_KEYS
 from orchestration.resources import EventhouseResource
+from settings import DEFAULT_FRESHNESS_HOURS, freshness_hours
 
-DEFAULT_FRESHNESS_HOURS = 2.0  # the hourly run, plus an hour of slack
 # Key marts and the column that says when the loader inserted their newest event.
 KEY_MART_LOADED_AT = {dg.AssetKey(["fct_events"]): "loaded_at", dg.AssetKey(["fct_sessions"]): "max_loaded_at"}
-
-
-def freshness_hours() -> float:
-    return env_number("EVENTHOUSE_FRESHNESS_HOURS", DEFAULT_FRESHNESS_HOURS)
 
 
 def _loaded_at_check(key: dg.AssetKey, column: str = "loaded_at") -> dg.AssetChecksDefinition:

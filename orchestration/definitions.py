@@ -1,7 +1,7 @@
 """eventhouse's Dagster definitions: Kafka topics -> raw tables -> dbt models, checks and automation.
 
 `dagster dev -m orchestration.definitions` (make ui) and `eventhouse demo` (make demo) both load `defs`.
-Resources come from the EVENTHOUSE_* variables (eventhouse/config.py), read when the definitions are built.
+Resources come from the EVENTHOUSE_* variables (settings/__init__.py), read when the definitions are built.
 """
 
 from __future__ import annotations

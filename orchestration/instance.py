@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eventhouse.config import REPO_ROOT, eventhouse_home
+from settings import REPO_ROOT, eventhouse_home
 
 DAGSTER_YAML = """\
 # Written by eventhouse (orchestration/instance.py); storage defaults to SQLite files in this folder.

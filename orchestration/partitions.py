@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from datetime import date, datetime, timedelta
 
 import dagster as dg
 
-# Replayed YOOCHOOSE data is from 2014, so the default start lies there; move it with the variable.
-DEFAULT_PARTITIONS_START = "2014-04-01"
-
-
-def partitions_start(env: dict[str, str] | None = None) -> str:
-    raw = (os.environ if env is None else env).get("EVENTHOUSE_PARTITIONS_START", DEFAULT_PARTITIONS_START)
-    try:
-        date.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"EVENTHOUSE_PARTITIONS_START={raw!r} is not a date (YYYY-MM-DD)") from None
-    return raw
+from settings import partitions_start
 
 
 def daily_partitions(env: dict[str, str] | None = None) -> dg.DailyPartitionsDefinition:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from eventhouse.config import REPO_ROOT
+from settings import REPO_ROOT
 
 DBT_PROJECT_DIR = REPO_ROOT
 # dagster-dbt copies partial_parse.msgpack from the default target path into each run's own

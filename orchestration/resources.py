@@ -11,8 +11,18 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from eventhouse.config import ClickHouseConfig, KafkaConfig, Settings, eventhouse_home, load_settings
 from orchestration.project import DBT_PROJECT_DIR, dbt_executable
+from settings import (
+    DEFAULT_CLICKHOUSE_PORT,
+    DEFAULT_DATABASE,
+    DEFAULT_KAFKA_PORT,
+    DEFAULT_RAW_DATABASE,
+    ClickHouseConfig,
+    KafkaConfig,
+    Settings,
+    eventhouse_home,
+    load_settings,
+)
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -21,11 +31,11 @@ class ClickHouseResource(dg.ConfigurableResource):
     """The ClickHouse server (HTTP interface) the loader writes to and dbt builds in."""
 
     host: str = "127.0.0.1"
-    port: int = 18123
+    port: int = DEFAULT_CLICKHOUSE_PORT
     user: str = "default"
     password: str = ""
-    database: str = "eventhouse"
-    raw_database: str = "eventhouse_raw"
+    database: str = DEFAULT_DATABASE
+    raw_database: str = DEFAULT_RAW_DATABASE
     secure: bool = False
 
     def config(self) -> ClickHouseConfig:
@@ -43,7 +53,7 @@ class ClickHouseResource(dg.ConfigurableResource):
 class KafkaResource(dg.ConfigurableResource):
     """The Kafka cluster the producers publish to and the loader consumes from."""
 
-    bootstrap: str = "127.0.0.1:19092"
+    bootstrap: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from eventhouse.config import env_number
 from ingestion.lag import LagUnavailable, group_lag
 from ingestion.raw_tables import raw_table
 from ingestion.topics import DOMAINS, topics_for_domains
@@ -10,12 +9,7 @@ from orchestration.assets.ingestion import loader_group
 from orchestration.jobs import ingestion_job
 from orchestration.resources import EventhouseResource
 from orchestration.translator import raw_table_key
-
-DEFAULT_LAG_THRESHOLD = 10_000
-
-
-def lag_threshold() -> int:
-    return int(env_number("EVENTHOUSE_LAG_THRESHOLD", DEFAULT_LAG_THRESHOLD, int))
+from settings import lag_threshold
 
 
 @dg.sensor(job=ingestion_job, minimum_interval_seconds=60, name="kafka_lag_sensor")

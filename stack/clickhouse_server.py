@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from settings import DEFAULT_CLICKHOUSE_PORT
 from stack.chdb_engine import ChdbEngine, Session
 from stack.clickhouse_protocol import (
     STREAMABLE_FORMATS,
@@ -95,7 +96,7 @@ class InsecureBinding(RuntimeError):
 class ServerOptions:
     data_dir: Path
     host: str = "127.0.0.1"
-    port: int = 18123
+    port: int = DEFAULT_CLICKHOUSE_PORT
     user: str = "default"
     password: str = ""
     default_database: str = "default"

@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-LOCAL_SESSION_TIMEOUT_MS = 6000  # group joins take ~half of this on Tansu; Kafka's defaults in production
+from settings import tansu_binary_override
 
 
 class BrokerBinaryMissing(RuntimeError):
@@ -21,7 +21,7 @@ class BrokerBinaryMissing(RuntimeError):
 
 
 def tansu_binary() -> str:
-    override = os.environ.get("EVENTHOUSE_TANSU_BIN")
+    override = tansu_binary_override()
     if override:
         return override
     try:

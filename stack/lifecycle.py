@@ -22,6 +22,7 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from settings import DEFAULT_CLICKHOUSE_PORT, DEFAULT_DATABASE, DEFAULT_KAFKA_PORT
 from stack.kafka_broker import broker_argv
 from stack.processes import Service, ServiceError, port_is_free
 
@@ -109,9 +110,9 @@ class EmbeddedStack:
     def __init__(
         self,
         home: Path,
-        clickhouse_port: int = 18123,
-        kafka_port: int = 19092,
-        database: str = "eventhouse",
+        clickhouse_port: int = DEFAULT_CLICKHOUSE_PORT,
+        kafka_port: int = DEFAULT_KAFKA_PORT,
+        database: str = DEFAULT_DATABASE,
         *,
         listen_host: str = "127.0.0.1",
         allow_external_access: bool = False,

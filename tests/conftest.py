@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from eventhouse.config import REPO_ROOT, stack_env
+from settings import REPO_ROOT, stack_env
 from stack.lifecycle import EmbeddedStack, clickhouse_ready
 from stack.processes import free_port
 

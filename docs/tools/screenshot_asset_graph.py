@@ -35,8 +35,8 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from eventhouse.config import REPO_ROOT
 from orchestration.instance import Webserver, dagster_home, running_webserver
+from settings import REPO_ROOT
 from stack.processes import free_port
 
 CHROMIUM_FLAGS = [

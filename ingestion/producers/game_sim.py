@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from eventhouse.config import REPO_ROOT
 from ingestion.contract import make_event
 from ingestion.producers.delivery import DeliveryQueue, ProduceSummary, derived_event_id
+from settings import REPO_ROOT
 
 STAGES_SEED = REPO_ROOT / "seeds" / "game_stages.csv"
 CHAPTERS, STAGES_PER_CHAPTER = 5, 10

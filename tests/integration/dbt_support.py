@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from eventhouse.config import REPO_ROOT
 from orchestration.project import dbt_executable
+from settings import REPO_ROOT
 
 
 def run_dbt(args: list[str], env: dict, target_path: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from stack.kafka_broker import LOCAL_SESSION_TIMEOUT_MS
+from settings import DEFAULT_KAFKA_SESSION_TIMEOUT_MS
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def _consumer(bootstrap: str, topic: str, group: str) -> KafkaConsumer:
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        session_timeout_ms=LOCAL_SESSION_TIMEOUT_MS,
+        session_timeout_ms=DEFAULT_KAFKA_SESSION_TIMEOUT_MS,
         heartbeat_interval_ms=1000,
     )
 

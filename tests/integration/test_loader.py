@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from eventhouse.config import load_settings
 from ingestion.contract import make_event
 from ingestion.publisher import Publisher
+from settings import load_settings
 from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from decimal import Decimal
 import dagster as dg
 import pytest
 
-from eventhouse.config import load_settings
 from ingestion.contract import make_event
+from settings import load_settings
 from tests.conftest import running_stack
 
 pytestmark = pytest.mark.integration

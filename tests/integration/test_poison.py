@@ -13,12 +13,12 @@ import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from eventhouse.config import load_settings
 from ingestion.contract import make_event
 from ingestion.lag import group_lag
 from ingestion.publisher import Publisher
 from ingestion.raw_tables import ensure_tables
 from ingestion.topics import TOPICS
+from settings import load_settings
 from tests.integration.test_loader import BASE, _events, _load_until_caught_up
 
 pytestmark = pytest.mark.integration

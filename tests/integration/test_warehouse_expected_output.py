@@ -30,12 +30,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from eventhouse.config import REPO_ROOT, load_settings
 from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.contract import make_event
 from ingestion.loader import Loader, LoaderConfig
 from ingestion.publisher import Publisher
 from orchestration.project import dbt_executable
+from settings import REPO_ROOT, load_settings
 
 pytestmark = pytest.mark.integration
 

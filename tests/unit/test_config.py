@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from eventhouse.config import REPO_ROOT, ConfigError, load_settings, stack_env
+from settings import REPO_ROOT, ConfigError, freshness_hours, load_settings, stack_env
 
 
 def test_defaults_point_at_the_embedded_stack():
@@ -103,3 +103,93 @@ def test_with_no_variables_both_name_the_embedded_server_over_http():
         "secure": False,
     }
     assert _dbt_endpoint("prod", {"EVENTHOUSE_CLICKHOUSE_SECURE": "1"})["port"] == 8443
+
+
+@pytest.mark.parametrize("env", [{}, {"EVENTHOUSE_FRESHNESS_HOURS": "5"}, {"EVENTHOUSE_FRESHNESS_HOURS": "1.5"}])
+def test_dbt_source_freshness_is_the_dagster_freshness_threshold(env):
+    """dbt's `warn_after` on the raw sources renders to settings.freshness_hours for the same environment."""
+    import jinja2
+    import yaml
+
+    sources = yaml.safe_load((REPO_ROOT / "models" / "staging" / "raw" / "_raw__sources.yml").read_text())
+    warn_after = sources["sources"][0]["freshness"]["warn_after"]
+    template = jinja2.Environment().from_string(warn_after["count"])
+    minutes = int(template.render(env_var=lambda name, default=None: env.get(name, default)))
+    assert warn_after["period"] == "minute"
+    assert minutes == freshness_hours(env) * 60
+
+
+OUR_PACKAGES = ("eventhouse", "settings", "stack", "ingestion", "orchestration")
+
+
+def _python_files(package: str) -> list[Path]:
+    return sorted((REPO_ROOT / package).rglob("*.py"))
+
+
+def test_settings_is_a_leaf_that_imports_nothing_of_ours():
+    import ast
+
+    imported: set[str] = set()
+    for path in _python_files("settings"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+    assert imported, "the settings package imports at least the standard library"
+    assert imported.isdisjoint(OUR_PACKAGES), f"settings imports {sorted(imported & set(OUR_PACKAGES))}"
+
+
+def _reads_of_eventhouse_variables(path: Path) -> list[str]:
+    """`os.environ.get("EVENTHOUSE_X")`, `os.environ["EVENTHOUSE_X"]` and `os.getenv("EVENTHOUSE_X")` in one file."""
+    import ast
+
+    def is_os_environ(node: ast.AST) -> bool:
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == "environ"
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "os"
+        )
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        name = None
+        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            func = node.func
+            if isinstance(func, ast.Attribute) and (
+                (func.attr == "get" and is_os_environ(func.value))
+                or (func.attr == "getenv" and isinstance(func.value, ast.Name) and func.value.id == "os")
+            ):
+                name = node.args[0].value
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.ctx, ast.Load)
+            and is_os_environ(node.value)
+            and isinstance(node.slice, ast.Constant)
+        ):
+            name = node.slice.value
+        if isinstance(name, str) and name.startswith("EVENTHOUSE_"):
+            found.append(f"{path}:{node.lineno} reads {name}")
+    return found
+
+
+def test_the_detector_finds_a_read_of_an_eventhouse_variable(tmp_path):
+    # the check below must be able to fail: a file that reads a variable is reported
+    sample = tmp_path / "reads.py"
+    sample.write_text('import os\nA = os.environ.get("EVENTHOUSE_X")\nB = os.environ["EVENTHOUSE_Y"]\n')
+    assert [line.split(" reads ")[1] for line in _reads_of_eventhouse_variables(sample)] == [
+        "EVENTHOUSE_X",
+        "EVENTHOUSE_Y",
+    ]
+
+
+def test_only_the_settings_package_reads_eventhouse_variables():
+    reads = [
+        read
+        for package in OUR_PACKAGES
+        if package != "settings"
+        for path in _python_files(package)
+        for read in _reads_of_eventhouse_variables(path)
+    ]
+    assert reads == []

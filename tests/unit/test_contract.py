@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from eventhouse.config import ConfigError, ContractConfig, contract_config
 from ingestion.contract import MAX_NESTING, REGISTRY, ContractError, make_event, validate
 from ingestion.raw_tables import encode_raw_row
 from ingestion.topics import TOPICS, check_topic, topic_for
+from settings import ConfigError, ContractConfig, contract_config
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 TS = datetime(2014, 4, 1, 10, 0, tzinfo=UTC)

