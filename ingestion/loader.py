@@ -235,6 +235,7 @@ class Loader:
             return
         self._finish_inflight(commit=False)
         self._to_resume = [tp for tp in self._to_resume if (tp.topic, tp.partition) not in keys]
+        # (a range being redone and not yet whole is not written: the next owner redoes it)
         self.flush([k for k in keys if k in self.partitions], commit=False)
         for key in keys:
             self.partitions.pop(key, None)

@@ -68,6 +68,20 @@ class PartitionState:
         return self.first_offset is not None
 
     @property
+    def ready_to_seal(self) -> bool:
+        """Whether the pending range may be written now.
+
+        A range being redone (`forced_end`) is written only whole, up to exactly its old last
+        offset: written in part, its rows would carry other deduplication tokens than the first
+        attempt's, and whatever of that attempt had landed would be loaded twice. Until then it
+        stays pending; if the run ends or the partition is revoked first, it is not written at
+        all, and the next owner redoes it whole from the batch log.
+        """
+        if not self.has_data:
+            return False
+        return self.forced_end is None or (self.last_offset is not None and self.last_offset >= self.forced_end)
+
+    @property
     def token(self) -> str:
         return f"{self.topic}:{self.partition}:{self.first_offset}-{self.last_offset}@{self.topic_id}"
 
@@ -185,8 +199,11 @@ class Batch:
 
 
 def seal_batch(states: Iterable[PartitionState]) -> Batch | None:
-    """Move the pending rows of these partitions into a batch; the partitions start afresh."""
-    chunks = [state.seal() for state in states if state.has_data]
+    """Move the pending rows of these partitions into a batch; the partitions start afresh.
+
+    A partly redone range stays where it is (see `PartitionState.ready_to_seal`).
+    """
+    chunks = [state.seal() for state in states if state.ready_to_seal]
     if not chunks:
         return None
     return Batch(uuid.uuid4().hex, chunks, datetime.now(UTC))

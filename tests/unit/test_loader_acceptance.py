@@ -163,3 +163,24 @@ def test_an_event_is_accepted_on_any_topic_of_its_domain():
     event = {**CLICK, "event_type": "reward.granted", "user_id": "u1", "payload": {"delta_gold": 5, "balance": 9}}
     _accept(state, Record(0, orjson.dumps(event)))
     assert (state.row_count, state.dead) == (1, [])
+
+
+def test_a_range_being_redone_is_sealed_only_whole_with_the_first_attempts_boundaries():
+    # The batch log says 10-14 was started and never done: the range is read again and must
+    # end exactly at 14, so its rows carry the first attempt's token and deduplicate against it.
+    state = _clickstream()
+    state.next_offset, state.forced_end = 10, 14
+    other = PartitionState("clickstream", 0, "clickstream", "topic-id-1")
+    _accept(other, Record(3, orjson.dumps({**CLICK, "event_id": "o-3"})))
+    _accept(state, *(Record(offset, orjson.dumps({**CLICK, "event_id": f"c-{offset}"})) for offset in (10, 11, 12)))
+    # A flush now (batch full, batch too old, the run ending, a revoke) writes the other partition only.
+    partial = seal_batch([state, other])
+    assert partial is not None
+    assert [(c.partition, c.first_offset, c.last_offset) for c in partial.chunks] == [(0, 3, 3)]
+    assert (state.first_offset, state.last_offset, state.row_count) == (10, 12, 3)
+    _accept(state, Record(13, orjson.dumps({**CLICK, "event_id": "c-13"})), Record(14, b"junk"))
+    whole = seal_batch([state])
+    assert whole is not None
+    (chunk,) = whole.chunks
+    assert (chunk.token, chunk.row_count, len(chunk.dead)) == ("clickstream:2:10-14@topic-id-1", 4, 1)
+    assert state.forced_end is None  # the next range is an ordinary one
