@@ -224,7 +224,8 @@ def test_clickhouse_outage_under_load_loses_nothing(own_stack, tmp_path):
         clickhouse_service = own_stack.stack.services()[0]
         clickhouse_service.stop()
         _produce(own_stack, second)  # produced while ClickHouse is down
-        wait_until(lambda: "retrying in" in log.read_text(), "the loader to retry against the stopped ClickHouse")
+        # The loader's log line for a failed insert it will retry: "could not insert into ...; retrying in ..."
+        wait_until(lambda: "could not insert into" in log.read_text(), "an insert retried against the stopped server")
         clickhouse_service.start()
         wait_until(lambda: _done(own_stack, database)[1] == 20_000, "every event logged done after the outage")
     finally:
