@@ -241,21 +241,29 @@ def test_clickhouse_outage_under_load_loses_nothing(own_stack, tmp_path):
     _assert_done_ranges_tile_every_partition(own_stack, database, group)
 
 
-def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack):
+def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack, tmp_path):
     database, group = "raw_pair", "g-pair"
-    _produce(own_stack, _events(30_000, run="p"))
+    logs = [tmp_path / f"loader-{n}.log" for n in (1, 2)]
     # Both run until the batch log has every event done, then stop cleanly; --max-seconds only
     # bounds a run that would hang.
     loaders = [
-        _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "120", database=database, group=group)
-        for _ in range(2)
+        _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "120", database=database, group=group, output=log)
+        for log in logs
     ]
     try:
-        wait_until(lambda: _done(own_stack, database)[1] == 30_000, "every event logged done", timeout=90)
+        # The events come once both loaders own partitions (each logs "assigned ..."): neither
+        # can load them all before the other has joined, however the two starts are timed.
+        wait_until(
+            lambda: all("ingestion.loader: assigned " in log.read_text() for log in logs), "both loaders to join"
+        )
+        _produce(own_stack, _events(30_000, run="p"))
+        wait_until(lambda: _done(own_stack, database)[1] == 30_000, "every event logged done")
     finally:
         for process in loaders:
             process.send_signal(signal.SIGTERM)
-    outputs = [p.communicate(timeout=60)[0] for p in loaders]
+        for process in loaders:
+            process.wait(timeout=60)
+    outputs = [log.read_text() for log in logs]
     assert all(p.returncode == 0 for p in loaders), [o[-2000:] for o in outputs]
     summaries = [_summary(o) for o in outputs]
     assert all(s["rows_loaded"] > 0 for s in summaries), "both loaders should own partitions"
