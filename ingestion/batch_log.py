@@ -15,7 +15,8 @@ How nothing is lost or counted twice:
    that leaves the committed offset behind ClickHouse's `done` rows, so on assignment the
    loader resumes after the last `done` range (`resume_point`), and redoes an unfinished
    `started` range with exactly the same boundaries and tokens, so ClickHouse drops whatever
-   part of it had landed.
+   part of it had landed. A range being redone is written only whole, never in part
+   (`PartitionState.ready_to_seal`): a part would carry other tokens.
 4. ClickHouse errors are retried with backoff; nothing is committed or dropped meanwhile. A
    time limit (`max_seconds`) or a stop request ends the retries too: the loader then exits
    with an error and the unfinished range is redone by the next run (ingestion/retries.py).
