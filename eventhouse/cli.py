@@ -265,6 +265,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         fetch_max_bytes=args.fetch_max_bytes,
         partition_fetch_bytes=args.partition_fetch_bytes,
     )
+    if args.retry_max_sleep is not None:
+        config.retry_max_sleep = args.retry_max_sleep
     stats = Loader(settings, config).run()
     print(json.dumps(stats.summary(), indent=2))
     return 0
@@ -474,6 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--fetch-max-bytes", type=_positive_int, default=16 << 20, help="Kafka fetch size per request")
     load.add_argument(
         "--partition-fetch-bytes", type=_positive_int, default=4 << 20, help="Kafka fetch size per partition"
+    )
+    load.add_argument(
+        "--retry-max-sleep",
+        type=_positive_float,
+        default=None,
+        help="longest wait in seconds between retries while ClickHouse or Kafka is down (default 10; they start at 0.2 "
+        "and double)",
     )
     load.set_defaults(func=cmd_load)
 

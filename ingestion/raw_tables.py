@@ -9,10 +9,10 @@ All are created idempotently (`CREATE ... IF NOT EXISTS`) and declared as dbt so
   event type or day. The loader's exactly-once effect means a plain count() counts deliveries.
 - `dead_letters`: messages that broke the contract, with topic, partition, offset, raw bytes,
   the reason and when; ReplacingMergeTree on (topic, partition, offset).
-- `ingest_batches`: the loader's log. A `started` row before a batch's inserts and a `done`
-  row after them: the `done` rows say how far each partition is loaded (resume point) and
-  carry the pipeline metrics; an unfinished `started` row tells a restarted loader to redo
-  exactly that offset range with the same deduplication tokens.
+- `ingest_batches`: the loader's log, whose DDL lives beside the protocol that writes and reads
+  it (ingestion/batch_log.py). The `done` rows say how far each partition is loaded and carry
+  the pipeline metrics; an unfinished `started` row tells a restarted loader to redo exactly
+  that offset range with the same deduplication tokens.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from ingestion.batch_log import ingest_batches_ddl
 from ingestion.contract import Envelope
 from ingestion.topics import DOMAINS
 
@@ -147,33 +148,6 @@ SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """
 
 
-def _ingest_batches_ddl(database: str) -> str:
-    return f"""
-CREATE TABLE IF NOT EXISTS `{database}`.`ingest_batches` (
-    batch_id String,
-    state Enum8('started' = 1, 'done' = 2),
-    loader_id String,
-    kafka_cluster_id String,
-    kafka_topic LowCardinality(String),
-    kafka_topic_id String,
-    kafka_partition UInt16,
-    first_offset UInt64,
-    last_offset UInt64,
-    rows_loaded UInt32,
-    dead_letters UInt32,
-    bytes_consumed UInt64,
-    insert_ms Float32,
-    batch_started_at DateTime64(3, 'UTC'),
-    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3),
-    max_event_lag_ms Float64,
-    partition_lag UInt64
-)
-ENGINE = MergeTree
-PARTITION BY toYYYYMM(recorded_at)
-ORDER BY (kafka_cluster_id, kafka_topic, kafka_topic_id, kafka_partition, last_offset, state)
-"""
-
-
 def _migrate_to_identity_key(client: Any, database: str, domain: str, ttl_days: int | None) -> None:
     """Rebuild a raw table made before event_id alone was the sorting key (a one-time copy).
 
@@ -208,4 +182,4 @@ def ensure_tables(client: Any, database: str, ttl_days: int | None = None) -> No
         _migrate_to_identity_key(client, database, domain, ttl_days)
         client.command(_raw_ddl(database, domain, ttl_days))
     client.command(_dead_letters_ddl(database))
-    client.command(_ingest_batches_ddl(database))
+    client.command(ingest_batches_ddl(database))

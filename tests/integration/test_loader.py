@@ -7,20 +7,37 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
 
 import orjson
 import pytest
 
 from ingestion.contract import make_event
+from ingestion.lag import group_lag
 from ingestion.publisher import Publisher
+from ingestion.topics import TOPICS
 from settings import load_settings
 from tests.conftest import RunningStack
 
 pytestmark = pytest.mark.integration
 
 BASE = datetime(2024, 4, 1, tzinfo=UTC)
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.05) -> T:
+    """Poll `condition` until it returns something true (and return that), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(interval)
 
 
 def _events(n: int, start: int = 0, run: str = "r") -> list[dict]:
@@ -68,22 +85,31 @@ def _produce(stack: RunningStack, events: list[dict]) -> None:
     publisher.close()
 
 
-def _loader(stack: RunningStack, *args: str, database: str, group: str) -> subprocess.Popen:
-    env = stack.env
-    return subprocess.Popen(
-        [sys.executable, "-m", "eventhouse.cli", "load", "--raw-database", database, "--group-id", group, *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def _loader(stack: RunningStack, *args: str, database: str, group: str, output: Path | None = None) -> subprocess.Popen:
+    """An `eventhouse load` process; its output (log lines, then the JSON summary) goes to a pipe or `output`."""
+    log_file = output.open("w") if output is not None else None
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "eventhouse.cli", "load", "--raw-database", database, "--group-id", group, *args],
+            env=stack.env,
+            stdout=subprocess.PIPE if log_file is None else log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        if log_file is not None:
+            log_file.close()  # the process has its own copy
+
+
+def _summary(output: str) -> dict:
+    return orjson.loads(output[output.rindex("\n{") :])
 
 
 def _load_until_caught_up(stack: RunningStack, database: str, group: str, *extra: str) -> dict:
     process = _loader(stack, "--until-caught-up", "--max-seconds", "240", *extra, database=database, group=group)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-4000:]
-    return orjson.loads(output[output.rindex("\n{") :])
+    return _summary(output)
 
 
 def _counts(stack: RunningStack, database: str) -> dict[str, tuple[int, int]]:
@@ -96,24 +122,51 @@ def _counts(stack: RunningStack, database: str) -> dict[str, tuple[int, int]]:
     return counts
 
 
-def test_produce_load_exact_count_then_load_again_changes_nothing(embedded_stack):
-    database, group = f"raw_{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
-    _produce(embedded_stack, _events(8000, run="once"))
-    summary = _load_until_caught_up(embedded_stack, database, group)
-    assert summary["rows_loaded"] >= 8000 and summary["dead_letters"] == 0
-    counts = _counts(embedded_stack, database)
-    # Earlier tests share the broker: count only this test's events, by id.
-    client = embedded_stack.client()
-    mine = client.command(
-        f"SELECT count(), uniqExact(event_id) FROM merge('{database}', '^raw_') WHERE startsWith(event_id, 'once-')"
+def _done(stack: RunningStack, database: str) -> tuple[int, int]:
+    """(batches, rows) the batch log records as done; (0, 0) before the loader created it."""
+    client = stack.client()
+    if not client.command(f"EXISTS TABLE {database}.ingest_batches"):
+        return 0, 0
+    batches, rows = client.command(
+        f"SELECT uniqExact(batch_id), sum(rows_loaded) FROM {database}.ingest_batches WHERE state = 'done'"
     )
-    assert mine == ["8000", "8000"]
-    again = _load_until_caught_up(embedded_stack, database, group)
-    assert again["rows_loaded"] == 0
-    assert _counts(embedded_stack, database) == counts
+    return int(batches), int(rows)
+
+
+def _assert_done_ranges_tile_every_partition(stack: RunningStack, database: str, group: str) -> None:
+    """Each partition's `done` ranges cover offsets 0 .. its highwater (from Kafka) once each: no gap, no overlap."""
+    lag = group_lag(load_settings(stack.env).kafka, group, [spec.name for spec in TOPICS])
+    highwaters = {(p.topic, p.partition): p.highwater for p in lag.partitions if p.highwater}
+    logged = (
+        stack.client()
+        .query(
+            f"SELECT kafka_topic, kafka_partition, arraySort(groupArray((first_offset, last_offset))) "
+            f"FROM {database}.ingest_batches WHERE state = 'done' GROUP BY kafka_topic, kafka_partition"
+        )
+        .result_rows
+    )
+    ranges = {(topic, partition): [(int(a), int(b)) for a, b in spans] for topic, partition, spans in logged}
+    assert set(ranges) == set(highwaters)
+    for key, spans in ranges.items():
+        starts = [first for first, _ in spans]
+        assert starts == [0] + [last + 1 for _, last in spans[:-1]], (key, spans)
+        assert spans[-1][1] + 1 == highwaters[key], (key, spans)
+
+
+def test_produce_load_exact_count_then_load_again_changes_nothing(own_stack):
+    database, group = "raw_once", "g-once"
+    _produce(own_stack, _events(8000, run="once"))
+    summary = _load_until_caught_up(own_stack, database, group)
+    assert (summary["messages"], summary["rows_loaded"], summary["dead_letters"]) == (8000, 8000, 0)
+    # _events cycles through four domains: 2000 events each, each once.
+    counts = _counts(own_stack, database)
+    assert counts == {domain: (2000, 2000) for domain in ("clickstream", "game", "economy", "orders")}
+    again = _load_until_caught_up(own_stack, database, group)
+    assert (again["messages"], again["rows_loaded"]) == (0, 0)
+    assert _counts(own_stack, database) == counts
     # The ops table says what was loaded.
-    done = client.command(f"SELECT sum(rows_loaded) FROM {database}.ingest_batches WHERE state = 'done'")
-    assert int(done) == sum(c for c, _ in counts.values())
+    assert _done(own_stack, database)[1] == 8000
+    _assert_done_ranges_tile_every_partition(own_stack, database, group)
 
 
 def test_kill_9_repeatedly_mid_stream_loses_and_duplicates_nothing(own_stack):
@@ -121,16 +174,22 @@ def test_kill_9_repeatedly_mid_stream_loses_and_duplicates_nothing(own_stack):
     total = 40_000
     _produce(own_stack, _events(total, run="k"))
     rng = random.Random(7)
-    kills = 0
+    # A killed member stays in the group until its session times out, and the next run's join
+    # waits for that: a 2 s session (the default is 6 s) keeps five restarts quick.
+    session = ("--session-timeout-ms", "2000")
     for _ in range(5):
-        process = _loader(own_stack, "--batch-rows", "700", database=database, group=group)
-        time.sleep(rng.uniform(4.0, 6.5))  # group join takes ~3 s on the embedded broker
+        # Each run is killed once it has logged 1 to 3 more batches done: mid-stream, while its
+        # writer thread is inserting the next batch or its consumer is filling it.
+        before = _done(own_stack, database)[0]
+        process = _loader(own_stack, "--batch-rows", "700", *session, database=database, group=group)
+        target = before + rng.randint(1, 3)
+        wait_until(lambda t=target: _done(own_stack, database)[0] >= t, "the loader to log more batches done")
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-        kills += 1
+        process.stdout.close()
     loaded_before_final = sum(c for c, _ in _counts(own_stack, database).values())
     assert 0 < loaded_before_final < total, "the kills should land mid-stream"
-    _load_until_caught_up(own_stack, database, group)
+    _load_until_caught_up(own_stack, database, group, *session)
     counts = _counts(own_stack, database)
     # A plain count(), no FINAL: exactly the events produced, each once.
     assert sum(c for c, _ in counts.values()) == total
@@ -142,42 +201,80 @@ def test_kill_9_repeatedly_mid_stream_loses_and_duplicates_nothing(own_stack):
               FROM merge('{database}', '^raw_') GROUP BY kafka_topic, kafka_partition) WHERE gap != 0"""
     )
     assert gaps == 0
-    assert kills == 5
+    # However the kills fell, the batch log ends up with every offset in exactly one done range.
+    _assert_done_ranges_tile_every_partition(own_stack, database, group)
 
 
-def test_clickhouse_outage_under_load_loses_nothing(own_stack):
+def test_clickhouse_outage_under_load_loses_nothing(own_stack, tmp_path):
     database, group = "raw_outage", "g-outage"
     first, second = _events(10_000, run="a"), _events(10_000, start=10_000, run="b")
     _produce(own_stack, first)
-    process = _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "90", database=database, group=group)
-    time.sleep(5)
-    clickhouse_service = own_stack.stack.services()[0]
-    clickhouse_service.stop()
-    _produce(own_stack, second)  # produced while ClickHouse is down
-    time.sleep(4)
-    clickhouse_service.start()
-    output, _ = process.communicate(timeout=150)
+    log = tmp_path / "loader.log"
+    # Retries back off to 0.5 s at most (10 s by default), so the loader notices ClickHouse is
+    # back within half a second; --max-seconds only bounds a run that would hang.
+    process = _loader(
+        own_stack,
+        *("--batch-rows", "1000", "--retry-max-sleep", "0.5", "--max-seconds", "120"),
+        database=database,
+        group=group,
+        output=log,
+    )
+    try:
+        wait_until(lambda: _done(own_stack, database)[0] > 0, "the loader's first batch")
+        clickhouse_service = own_stack.stack.services()[0]
+        clickhouse_service.stop()
+        _produce(own_stack, second)  # produced while ClickHouse is down
+        # The loader's log line for a failed insert it will retry: "could not insert into ...; retrying in ..."
+        wait_until(lambda: "could not insert into" in log.read_text(), "an insert retried against the stopped server")
+        clickhouse_service.start()
+        wait_until(lambda: _done(own_stack, database)[1] == 20_000, "every event logged done after the outage")
+    finally:
+        process.send_signal(signal.SIGTERM)  # a clean stop: flush, commit, print the summary
+        process.wait(timeout=60)
+    output = log.read_text()
     assert process.returncode == 0, output[-3000:]
-    assert "retrying" in output
+    summary = _summary(output)
+    assert summary["clickhouse_retries"] > 0 and summary["messages"] == 20_000
     counts = _counts(own_stack, database)
     assert sum(c for c, _ in counts.values()) == 20_000
     assert all(c == u for c, u in counts.values())
+    _assert_done_ranges_tile_every_partition(own_stack, database, group)
 
 
-def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack):
+def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack, tmp_path):
     database, group = "raw_pair", "g-pair"
-    _produce(own_stack, _events(30_000, run="p"))
+    logs = [tmp_path / f"loader-{n}.log" for n in (1, 2)]
+    # Both run until the batch log has every event done, then stop cleanly; --max-seconds only
+    # bounds a run that would hang.
     loaders = [
-        _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "40", database=database, group=group)
-        for _ in range(2)
+        _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "120", database=database, group=group, output=log)
+        for log in logs
     ]
-    outputs = [p.communicate(timeout=120)[0] for p in loaders]
+    try:
+        # The events come once both loaders own partitions (each logs "assigned ..."): neither
+        # can load them all before the other has joined, however the two starts are timed.
+        wait_until(
+            lambda: all("ingestion.loader: assigned " in log.read_text() for log in logs), "both loaders to join"
+        )
+        _produce(own_stack, _events(30_000, run="p"))
+        wait_until(lambda: _done(own_stack, database)[1] == 30_000, "every event logged done")
+    finally:
+        for process in loaders:
+            process.send_signal(signal.SIGTERM)
+        for process in loaders:
+            process.wait(timeout=60)
+    outputs = [log.read_text() for log in logs]
     assert all(p.returncode == 0 for p in loaders), [o[-2000:] for o in outputs]
-    summaries = [orjson.loads(o[o.rindex("\n{") :]) for o in outputs]
+    summaries = [_summary(o) for o in outputs]
     assert all(s["rows_loaded"] > 0 for s in summaries), "both loaders should own partitions"
     assert sum(s["rows_loaded"] for s in summaries) == 30_000
+    writers = own_stack.client().command(
+        f"SELECT uniqExact(loader_id) FROM {database}.ingest_batches WHERE state = 'done'"
+    )
+    assert writers == 2
     counts = _counts(own_stack, database)
     assert sum(c for c, _ in counts.values()) == 30_000
+    _assert_done_ranges_tile_every_partition(own_stack, database, group)
 
 
 def test_broker_restart_is_noticed_and_new_data_loads(own_stack):
@@ -249,12 +346,17 @@ def test_simulated_game_economy_and_orders_load_exactly_with_duplicates_collapsi
     assert loaded["dead_letters"] == 0
     assert loaded["rows_loaded"] == game["produced"] + orders["produced"]
     counts = _counts(own_stack, database)
-    # Every delivery was inserted once; re-delivered envelopes share an event_id and collapse
-    # (background merges may already have collapsed some, so a plain count() sits in between).
     client = own_stack.client()
+    # Every delivery was written once: the batch log's done ranges hold each produced message once
+    # (a plain count() cannot say so exactly: background merges may already have collapsed some).
+    written = client.query(
+        f"SELECT kafka_topic = 'orders' AS is_orders, sum(rows_loaded) FROM {database}.ingest_batches "
+        "WHERE state = 'done' GROUP BY is_orders ORDER BY is_orders"
+    ).result_rows
+    assert [int(rows) for _, rows in written] == [game["produced"], orders["produced"]]
+    # Re-delivered envelopes share an event_id and collapse.
     assert counts["game"][1] + counts["economy"][1] == game["distinct_events"]
     assert counts["orders"][1] == orders["distinct_events"]
-    assert game["distinct_events"] <= counts["game"][0] + counts["economy"][0] <= game["produced"]
     for domain, expected in (("game", counts["game"][1]), ("economy", counts["economy"][1])):
         assert client.command(f"SELECT count() FROM {database}.raw_{domain}_events FINAL") == expected
     assert client.command(f"SELECT count() FROM {database}.raw_orders_events FINAL") == orders["distinct_events"]
@@ -267,5 +369,7 @@ def test_simulated_game_economy_and_orders_load_exactly_with_duplicates_collapsi
     # The same seed again: the same event ids, so nothing new downstream.
     again = _produce_cli(own_stack, "orders", "--orders", "150", "--days", "3", "--duplicate-rate", "0.03")
     assert again["produced"] == orders["produced"]
-    _load_until_caught_up(own_stack, database, group)
+    reloaded = _load_until_caught_up(own_stack, database, group)
+    assert reloaded["rows_loaded"] == orders["produced"]  # new deliveries, new offsets: all written ...
+    # ... and collapse onto the events already there: nothing new downstream.
     assert client.command(f"SELECT count() FROM {database}.raw_orders_events FINAL") == orders["distinct_events"]
