@@ -19,6 +19,7 @@ from settings import (
     DEFAULT_BATCH_SECONDS,
     DEFAULT_DATABASE,
     DEFAULT_RAW_DATABASE,
+    DEFAULT_RETRY_MAX_SLEEP_SECONDS,
     REPO_ROOT,
     load_settings,
     stack_env,
@@ -481,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-max-sleep",
         type=_positive_float,
         default=None,
-        help="longest wait in seconds between retries while ClickHouse or Kafka is down (default 10; they start at 0.2 "
-        "and double)",
+        help=f"longest wait in seconds between retries while ClickHouse or Kafka is down (default "
+        f"{DEFAULT_RETRY_MAX_SLEEP_SECONDS:g}; they start at 0.2 and double)",
     )
     load.set_defaults(func=cmd_load)
 

@@ -44,6 +44,7 @@ from settings import (
     DEFAULT_BATCH_SECONDS,
     DEFAULT_KAFKA_SESSION_TIMEOUT_MS,
     DEFAULT_RAW_DATABASE,
+    DEFAULT_RETRY_MAX_SLEEP_SECONDS,
     Settings,
 )
 
@@ -66,7 +67,7 @@ class LoaderConfig:
     session_timeout_ms: int = DEFAULT_KAFKA_SESSION_TIMEOUT_MS
     ttl_days: int | None = None
     # The longest wait between retries while a server is down (they start at 0.2 s and double).
-    retry_max_sleep: float = 10.0
+    retry_max_sleep: float = DEFAULT_RETRY_MAX_SLEEP_SECONDS
     # Kafka fetch sizes bound the loader's memory: kafka-python buffers up to one fetch per partition.
     fetch_max_bytes: int = 16 * 1024 * 1024
     partition_fetch_bytes: int = 4 * 1024 * 1024

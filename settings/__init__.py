@@ -32,6 +32,8 @@ DEFAULT_KAFKA_SESSION_TIMEOUT_MS = 6000
 DEFAULT_BATCH_ROWS = 5000
 DEFAULT_BATCH_BYTES = 1_000_000
 DEFAULT_BATCH_SECONDS = 1.5
+# The longest wait between the loader's retries of a passing failure (ClickHouse or Kafka unreachable).
+DEFAULT_RETRY_MAX_SLEEP_SECONDS = 10.0
 
 # Dagster: the first day of the daily partitions (replayed YOOCHOOSE data is from 2014), the
 # Kafka lag (messages) above which the sensor launches the loader, and how old the newest
