@@ -1,12 +1,15 @@
-"""The dbt project as assets: everything but the day-partitioned marts, and those marts by day.
+"""The dbt project as assets: one `@dbt_assets` per stage of orchestration/dbt_stages.py.
 
-Both run `dbt build` for the selected nodes, so each model's tests run right after it and a failing
-error-severity test stops what depends on it (in dbt, and in Dagster as a blocking check). dbt unit
-tests are left to CI (`make test`): they test SQL logic, not the data a run produces.
+The foundation (everything that reads no day-partitioned mart), the day-partitioned marts, then the
+marts that read those: each depends only on the ones before it. Each runs `dbt build` of its nodes,
+so a model's tests run right after it and a failing error-severity test stops what depends on it (in
+dbt, and in Dagster: the op fails and the later ones do not run). dbt's indirect selection stays at
+its default (eager), which is also what dagster-dbt expects: each test of the stage's nodes is one
+of the op's asset checks, and it yields a result for each. dbt unit tests are left to CI (`make
+test`): they test SQL logic, not the data a run produces.
 """
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -17,21 +20,18 @@ import dagster as dg
 from dagster import AssetExecutionContext
 from dagster_dbt import DbtCliResource, dbt_assets
 
+from orchestration.dbt_stages import DbtStage, built_nodes, dbt_selection, plan_stages
 from orchestration.partitions import daily_partitions, vars_for_time_window
-from orchestration.project import DBT_TARGET_DIR, ensure_manifest
+from orchestration.project import DBT_PROJECT, DBT_TARGET_DIR, manifest_path
 from orchestration.resources import EventhouseResource
-from orchestration.translator import DAILY_PARTITIONED_TAG, EventhouseTranslator
+from orchestration.translator import EventhouseTranslator
 
-MANIFEST = ensure_manifest()
-MANIFEST_NODES: dict[str, Any] = {
-    unique_id: node
-    for unique_id, node in json.loads(MANIFEST.read_text())["nodes"].items()
-    if node["resource_type"] in ("model", "seed", "snapshot")
-}
+MANIFEST: dict[str, Any] = json.loads(manifest_path().read_text())
+MANIFEST_NODES = built_nodes(MANIFEST)
+STAGES = plan_stages(MANIFEST)
 TRANSLATOR = EventhouseTranslator()
 DAILY_PARTITIONS = daily_partitions()
 BUILD_ARGS = ["build", "--exclude-resource-type", "unit_test"]
-DBT_INDIRECT_SELECTION_ENV = "DBT_INDIRECT_SELECTION"
 
 
 # dagster-dbt gives every dbt invocation a target directory of its own, "<op>-<run id>-<uuid>"
@@ -51,37 +51,6 @@ def prune_invocation_dirs(target: Path = DBT_TARGET_DIR, keep: int = KEEP_INVOCA
     for path in removed:
         shutil.rmtree(path, ignore_errors=True)
     return removed
-
-
-def _build(
-    context: AssetExecutionContext,
-    dbt: DbtCliResource,
-    eventhouse: EventhouseResource,
-    args: list[str],
-    indirect_selection: str | None,
-) -> Iterator[Any]:
-    """`dbt build` of the op's selection, with each built table's row count.
-
-    The two dbt ops depend on each other (daily marts read core models, a few marts read daily
-    marts), so Dagster runs the warehouse op in pieces around the daily one. In those pieces
-    dbt's default (eager) indirect selection would also run tests of daily marts that merely
-    reference a selected model (relationships to dim_date), before those marts exist; `buildable`
-    keeps each piece to tests whose every parent it builds or has already built.
-    """
-    prune_invocation_dirs()
-    previous = os.environ.get(DBT_INDIRECT_SELECTION_ENV)
-    if indirect_selection:
-        os.environ[DBT_INDIRECT_SELECTION_ENV] = indirect_selection
-    else:
-        os.environ.pop(DBT_INDIRECT_SELECTION_ENV, None)
-    try:
-        invocation = dbt.cli([*BUILD_ARGS, *args], context=context)
-    finally:
-        if previous is None:
-            os.environ.pop(DBT_INDIRECT_SELECTION_ENV, None)
-        else:
-            os.environ[DBT_INDIRECT_SELECTION_ENV] = previous
-    yield from _with_row_counts(invocation.stream(), eventhouse)
 
 
 def _with_row_counts(events: Iterator[Any], eventhouse: EventhouseResource) -> Iterator[Any]:
@@ -110,29 +79,32 @@ def _with_row_counts(events: Iterator[Any], eventhouse: EventhouseResource) -> I
         yield event
 
 
-@dbt_assets(
-    manifest=MANIFEST,
-    dagster_dbt_translator=TRANSLATOR,
-    exclude=f"tag:{DAILY_PARTITIONED_TAG}",
-    name="warehouse",
-)
-def warehouse_dbt_assets(context: AssetExecutionContext, dbt: DbtCliResource, eventhouse: EventhouseResource):
-    """Seeds, staging, intermediate, core marts, snapshots and every mart not partitioned by day."""
-    eventhouse.ensure_stack(context.log)
-    yield from _build(context, dbt, eventhouse, [], indirect_selection="buildable")
+def _stage_assets(stage: DbtStage) -> dg.AssetsDefinition:
+    select, exclude = dbt_selection(MANIFEST, STAGES, stage)
+
+    @dbt_assets(
+        manifest=DBT_PROJECT.manifest_path,
+        project=DBT_PROJECT,
+        dagster_dbt_translator=TRANSLATOR,
+        select=select,
+        exclude=exclude,
+        name=stage.name,
+        partitions_def=DAILY_PARTITIONS if stage.daily else None,
+        # a backfill of a range of days is one dbt invocation (the models take the range as vars)
+        backfill_policy=dg.BackfillPolicy.single_run() if stage.daily else None,
+    )
+    def _assets(context: AssetExecutionContext, dbt: DbtCliResource, eventhouse: EventhouseResource):
+        eventhouse.ensure_stack(context.log)
+        args = list(BUILD_ARGS)
+        if stage.daily:  # recompute exactly the run's days
+            dbt_vars = vars_for_time_window(context.partition_time_window)
+            context.log.info(f"recomputing days {dbt_vars['partition_start_date']} .. {dbt_vars['partition_end_date']}")
+            args += ["--vars", json.dumps(dbt_vars)]
+        prune_invocation_dirs()
+        yield from _with_row_counts(dbt.cli(args, context=context).stream(), eventhouse)
+
+    return _assets
 
 
-@dbt_assets(
-    manifest=MANIFEST,
-    dagster_dbt_translator=TRANSLATOR,
-    select=f"tag:{DAILY_PARTITIONED_TAG}",
-    partitions_def=DAILY_PARTITIONS,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    name="daily_marts",
-)
-def daily_dbt_assets(context: AssetExecutionContext, dbt: DbtCliResource, eventhouse: EventhouseResource):
-    """Marts keyed by day; a run (or a backfill of a range, in one run) recomputes exactly its days."""
-    eventhouse.ensure_stack(context.log)
-    dbt_vars = vars_for_time_window(context.partition_time_window)
-    context.log.info(f"recomputing days {dbt_vars['partition_start_date']} .. {dbt_vars['partition_end_date']}")
-    yield from _build(context, dbt, eventhouse, ["--vars", json.dumps(dbt_vars)], indirect_selection=None)
+DBT_ASSETS: list[dg.AssetsDefinition] = [_stage_assets(stage) for stage in STAGES]
+DAILY_DBT_ASSETS = [assets for assets, stage in zip(DBT_ASSETS, STAGES, strict=True) if stage.daily]

@@ -12,6 +12,7 @@ import pytest
 
 from ingestion.topics import DOMAINS, TOPICS
 from orchestration.instance import running_webserver
+from orchestration.project import prepare_dbt_project
 
 pytestmark = pytest.mark.integration
 
@@ -49,6 +50,7 @@ AUTOMATION_QUERY = """
 
 @pytest.fixture(scope="module")
 def webserver(tmp_path_factory):
+    prepare_dbt_project()  # dagster-webserver (not dagster dev) reads the prepared manifest
     with running_webserver(tmp_path_factory.mktemp("dagster-home"), timeout=90) as server:
         yield server
 

@@ -45,6 +45,9 @@ def world():
             from eventhouse.demo import produce_demo_events
             from orchestration.definitions import build_definitions
             from orchestration.materialize import materialize_everything
+            from orchestration.project import prepare_dbt_project
+
+            prepare_dbt_project()
 
             settings = load_settings()
             defs = build_definitions()
