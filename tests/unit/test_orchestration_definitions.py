@@ -193,7 +193,7 @@ def test_each_dbt_test_runs_once_all_it_reads_is_built(graph, manifest):
         for spec in assets.check_specs:
             test = manifest["nodes"][spec.metadata["dagster_dbt/unique_id"]]
             read = [stage_of[uid] for uid in test["depends_on"]["nodes"] if uid in stage_of]
-            assert max(read) == index, (test["name"], assets.node_def.name, read)
+            assert max(read, default=index) == index, (test["name"], assets.node_def.name, read)
 
 
 def _manifest(nodes: dict[str, tuple[list[str], bool]]) -> dict:
