@@ -54,11 +54,13 @@ def prune_invocation_dirs(target: Path = DBT_TARGET_DIR, keep: int = KEEP_INVOCA
 
 
 def _with_row_counts(events: Iterator[Any], eventhouse: EventhouseResource) -> Iterator[Any]:
-    """Each built table's row count as `dagster/row_count`, read from system.tables when it is built.
+    """Each built table's row count as `dagster/row_count`, counted when it is built.
 
     dagster-dbt's fetch_row_counts() would do this too, but it first opens a dbt adapter of its own
-    (about 10 s of project loading per dbt invocation, and a run makes several); one query per model
-    here costs a few milliseconds. Column schemas come from the dbt docs in the manifest.
+    (about 10 s of project loading per dbt invocation, and a run makes several); one count() per
+    model here costs a few milliseconds. Not system.tables' total_rows: it includes the rows an
+    incremental model's delete+insert deleted (lightweight deletes) until a merge drops them, so a
+    rebuilt fct_events read twice its size. Column schemas come from the dbt docs in the manifest.
     """
     client = eventhouse.client()
     # Every node builds into the target's database (none sets a custom schema); the manifest holds
@@ -69,13 +71,14 @@ def _with_row_counts(events: Iterator[Any], eventhouse: EventhouseResource) -> I
             unique_id = event.metadata.get("unique_id")
             node = MANIFEST_NODES.get(unique_id.value if unique_id is not None else "")
             if node is not None and node.get("config", {}).get("materialized") not in ("view", "ephemeral"):
-                rows = client.query(
-                    "SELECT total_rows FROM system.tables WHERE database = {db:String} AND name = {name:String}",
-                    parameters={"db": database, "name": node.get("alias") or node["name"]},
+                table = node.get("alias") or node["name"]
+                built = client.query(
+                    "SELECT 1 FROM system.tables WHERE database = {db:String} AND name = {name:String}",
+                    parameters={"db": database, "name": table},
                 ).result_rows
-                if rows and rows[0][0] is not None:
-                    row_count = dg.MetadataValue.int(int(rows[0][0]))
-                    event = event.with_metadata({**event.metadata, "dagster/row_count": row_count})
+                if built:
+                    rows = int(client.command(f"SELECT count() FROM `{database}`.`{table}`"))
+                    event = event.with_metadata({**event.metadata, "dagster/row_count": dg.MetadataValue.int(rows)})
         yield event
 
 
