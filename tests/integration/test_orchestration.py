@@ -188,42 +188,36 @@ def test_row_counts_are_recorded_and_true(world):
         assert loaded.row_counts[dg.AssetKey(["eventhouse_raw", table])] == counts[table], table
 
 
-def _selection(world, job: dg.JobDefinition, selection: dg.AssetSelection) -> list[dg.AssetKey]:
-    """The assets of `job` in `selection`: a run of part of the job (what the test looks at, not the
-    whole warehouse again)."""
-    graph = world["defs"].resolve_asset_graph()
-    return sorted(selection.resolve(graph) & job.asset_layer.executable_asset_keys)
+def _run_part(world, job_name: str, day: date, selection: dg.AssetSelection) -> dg.ExecuteInProcessResult:
+    """A run of `job_name` for `day`'s partition, of its assets in `selection` only: what the test
+    looks at, not the whole warehouse again."""
+    job = world["defs"].resolve_job_def(job_name)
+    keys = selection.resolve(world["defs"].resolve_asset_graph()) & job.asset_layer.executable_asset_keys
+    assert keys, selection
+    return job.execute_in_process(
+        instance=world["instance"],
+        partition_key=day.isoformat(),
+        asset_selection=sorted(keys),
+        raise_on_error=False,
+        run_config=QUIET,
+    )
 
 
 def test_a_partition_run_recomputes_exactly_its_day(world):
     before1, before2 = _revenue(world, DAY1), _revenue(world, DAY2)
     world["publish"]([_purchase(DAY1, "late"), _purchase(DAY2, "late")])
     # the hourly run for DAY1, of what economy_daily_kpis reads (the loaders included) and of it
-    job = world["defs"].resolve_job_def("hourly_refresh")
-    selection = _selection(world, job, dg.AssetSelection.assets("economy_daily_kpis").upstream())
-    assert dg.AssetKey(["eventhouse_raw", "raw_economy_events"]) in selection
-    result = job.execute_in_process(
-        instance=world["instance"],
-        partition_key=DAY1.isoformat(),
-        asset_selection=selection,
-        raise_on_error=False,
-        run_config=QUIET,
-    )
+    result = _run_part(world, "hourly_refresh", DAY1, dg.AssetSelection.assets("economy_daily_kpis").upstream())
     assert result.success
     done = _materialized(result)
     assert done["economy_daily_kpis"] == {DAY1.isoformat()}
-    assert done["fct_events"] == {None}
+    assert done["fct_events"] == done["eventhouse_raw/raw_economy_events"] == {None}
     # both late purchases reached fct_events; only day 1's partition of the daily mart was rebuilt
     assert _revenue(world, DAY1) == before1 + Decimal("0.99")
     assert _revenue(world, DAY2) == before2
-    backfill = world["defs"].resolve_job_def("daily_partitions")
-    result = backfill.execute_in_process(
-        instance=world["instance"],
-        partition_key=DAY2.isoformat(),
-        asset_selection=[dg.AssetKey(["economy_daily_kpis"])],
-        run_config=QUIET,
-    )
-    assert _materialized(result)["economy_daily_kpis"] == {DAY2.isoformat()}
+    result = _run_part(world, "daily_partitions", DAY2, dg.AssetSelection.assets("economy_daily_kpis"))
+    assert result.success
+    assert _materialized(result) == {"economy_daily_kpis": {DAY2.isoformat()}}
     assert _revenue(world, DAY2) == before2 + Decimal("0.99")
     assert _revenue(world, DAY1) == before1 + Decimal("0.99")
 
@@ -239,16 +233,9 @@ def test_a_failing_error_test_fails_its_check_and_blocks_downstream(world):
     # the game events' staging view, what is built from it in the foundation (fct_events,
     # fct_sessions) and in the daily marts, and a staging view that does not read the game events
     blocked = ["fct_events", "fct_sessions", "economy_daily_kpis", "game_daily_user_summary"]
-    selection = [dg.AssetKey([name]) for name in ["stg_game__events", "stg_orders__order_events", *blocked]]
+    selection = dg.AssetSelection.assets("stg_game__events", "stg_orders__order_events", *blocked)
     try:
-        job = world["defs"].resolve_job_def("build_warehouse")
-        result = job.execute_in_process(
-            instance=world["instance"],
-            partition_key=DAY1.isoformat(),
-            asset_selection=selection,
-            raise_on_error=False,
-            run_config=QUIET,
-        )
+        result = _run_part(world, "build_warehouse", DAY1, selection)
         assert not result.success
         evaluations = {
             e.event_specific_data.check_name: e.event_specific_data
