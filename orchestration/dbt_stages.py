@@ -77,11 +77,21 @@ def stage_of_each_node(manifest: Mapping[str, Any]) -> dict[str, int]:
     return stages
 
 
+def is_ephemeral(node: Mapping[str, Any]) -> bool:
+    return node.get("config", {}).get("materialized") == "ephemeral"
+
+
 def plan_stages(manifest: Mapping[str, Any]) -> list[DbtStage]:
-    """The stages that hold at least one node, in build order."""
+    """The stages that hold at least one node, in build order.
+
+    An ephemeral model is no asset and builds nothing (its SQL is inlined into its children): it
+    belongs to no stage, but its stage still orders its children, as what it reads they read.
+    """
+    nodes = manifest["nodes"]
     by_stage: dict[int, set[str]] = {}
     for uid, index in stage_of_each_node(manifest).items():
-        by_stage.setdefault(index, set()).add(uid)
+        if not is_ephemeral(nodes[uid]):
+            by_stage.setdefault(index, set()).add(uid)
     return [DbtStage(index, frozenset(by_stage[index])) for index in sorted(by_stage)]
 
 

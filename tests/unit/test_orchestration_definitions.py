@@ -178,6 +178,7 @@ def test_the_split_follows_the_daily_tag_and_the_parents(graph, manifest):
         assert {key.to_user_string() for key in assets.keys} == {nodes[uid]["name"] for uid in stage.unique_ids}
         assert (assets.partitions_def is not None) == stage.daily
         assert all(("daily_partitioned" in nodes[uid]["tags"]) == stage.daily for uid in stage.unique_ids)
+    assert {uid for stage in stages for uid in stage.unique_ids} == set(nodes)
     # every parent of a node is in its stage or an earlier one
     stage_of = stage_of_each_node(manifest)
     for uid, index in stage_of.items():
@@ -197,13 +198,15 @@ def test_each_dbt_test_runs_once_all_it_reads_is_built(graph, manifest):
 
 
 def _manifest(nodes: dict[str, tuple[list[str], bool]]) -> dict:
-    """A hand-made manifest: model name -> (parent names, daily-partitioned)."""
+    """A hand-made manifest: model name -> (parent names, daily-partitioned); names starting with
+    `eph_` are ephemeral models."""
     return {
         "nodes": {
             f"model.p.{name}": {
                 "name": name,
                 "resource_type": "model",
                 "tags": ["daily_partitioned"] if daily else [],
+                "config": {"materialized": "ephemeral" if name.startswith("eph_") else "table"},
             }
             for name, (_parents, daily) in nodes.items()
         },
@@ -222,6 +225,9 @@ def test_stages_of_a_hand_made_project():
             "daily_of_reader": (["reader"], True),
             "dim": (["seed"], False),
             "daily_of_source": ([], True),
+            # inlined into its child: no stage of its own, but the child reads a daily mart through it
+            "eph_of_daily": (["daily"], False),
+            "reader_through_eph": (["eph_of_daily"], False),
         }
     )
     assert {uid.split(".")[-1]: stage for uid, stage in stage_of_each_node(manifest).items()} == {
@@ -233,6 +239,8 @@ def test_stages_of_a_hand_made_project():
         "daily_of_source": 1,
         "reader": 2,
         "daily_of_reader": 3,
+        "eph_of_daily": 2,
+        "reader_through_eph": 2,
     }
     stages = plan_stages(manifest)
     assert [(stage.name, stage.daily) for stage in stages] == [
@@ -242,7 +250,7 @@ def test_stages_of_a_hand_made_project():
         ("dbt_daily_marts_2", True),
     ]
     select, exclude = dbt_selection(manifest, stages, stages[1])
-    assert (select, exclude) == ("daily daily_of_daily daily_of_source", "daily_of_reader reader")
+    assert (select, exclude) == ("daily daily_of_daily daily_of_source", "daily_of_reader reader reader_through_eph")
     assert dbt_selection(manifest, stages, stages[3]) == ("daily_of_reader", "")
     assert DbtStage(4, frozenset()).name == "dbt_daily_mart_readers_2"
 
