@@ -4,9 +4,11 @@ The foundation (everything that reads no day-partitioned mart), the day-partitio
 marts that read those: each depends only on the ones before it. Each runs `dbt build` of its nodes,
 so a model's tests run right after it and a failing error-severity test stops what depends on it (in
 dbt, and in Dagster: the op fails and the later ones do not run). dbt's indirect selection stays at
-its default (eager), which is also what dagster-dbt expects: each test of the stage's nodes is one
-of the op's asset checks, and it yields a result for each. dbt unit tests are left to CI (`make
-test`): they test SQL logic, not the data a run produces.
+its default (eager), which is also what dagster-dbt expects: it derives an op's asset checks from
+the same select/exclude with eager selection, so every check gets a result (a check left without
+one, as under `cautious` or `buildable`, makes Dagster skip what is downstream of its asset while
+the run still succeeds: dagster-io/dagster#33351). dbt unit tests are left to CI (`make test`):
+they test SQL logic, not the data a run produces.
 """
 
 import json
