@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import dagster as dg
 
-from orchestration.assets.dbt import daily_dbt_assets, warehouse_dbt_assets
+from orchestration.assets.dbt import DBT_ASSETS
 from orchestration.assets.ingestion import RAW_TABLE_ASSETS, dead_letters, kafka_topics
 from orchestration.checks import DATA_FRESHNESS_CHECKS
 from orchestration.jobs import JOBS
@@ -21,7 +21,7 @@ from orchestration.sensors import SENSORS
 
 def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[kafka_topics, dead_letters, *RAW_TABLE_ASSETS, warehouse_dbt_assets, daily_dbt_assets],
+        assets=[kafka_topics, dead_letters, *RAW_TABLE_ASSETS, *DBT_ASSETS],
         asset_checks=DATA_FRESHNESS_CHECKS,
         jobs=JOBS,
         schedules=SCHEDULES,

@@ -2,13 +2,14 @@
 
 import dagster as dg
 
-from orchestration.assets.dbt import daily_dbt_assets, warehouse_dbt_assets
+from orchestration.assets.dbt import DAILY_DBT_ASSETS, DBT_ASSETS
 from orchestration.assets.ingestion import RAW_TABLE_KEYS, dead_letters, kafka_topics
 
 RAW_TABLES = dg.AssetSelection.assets(*RAW_TABLE_KEYS)
 OBSERVED_SOURCES = dg.AssetSelection.assets(kafka_topics) | dg.AssetSelection.assets(dead_letters.key)
-WAREHOUSE = dg.AssetSelection.assets(warehouse_dbt_assets)
-DAILY_MARTS = dg.AssetSelection.assets(daily_dbt_assets)
+# Every dbt model, seed and snapshot; the day-partitioned marts among them.
+DBT = dg.AssetSelection.assets(*DBT_ASSETS)
+DAILY_MARTS = dg.AssetSelection.assets(*DAILY_DBT_ASSETS)
 # The daily marts and what reads them (KPI anomalies, data quality, the anomaly fact).
 DAILY_MARTS_AND_DOWNSTREAM = DAILY_MARTS.downstream()
 
@@ -21,14 +22,14 @@ ingestion_job = dg.define_asset_job(
 # dbt only (the raw tables as they are); a partition range recomputes those days of the daily marts.
 build_warehouse_job = dg.define_asset_job(
     "build_warehouse",
-    selection=WAREHOUSE | DAILY_MARTS,
+    selection=DBT,
     description="dbt build of every model, snapshot and seed; the daily marts for the run's day(s).",
 )
 
 # The hourly run also rebuilds today's partition of the daily marts, so today's KPIs stay current.
 hourly_job = dg.define_asset_job(
     "hourly_refresh",
-    selection=RAW_TABLES | WAREHOUSE | DAILY_MARTS,
+    selection=RAW_TABLES | DBT,
     description="Ingestion, the incremental warehouse build and today's partition of the daily marts.",
 )
 

@@ -31,6 +31,7 @@ class RunSummary:
     materializations: int = 0
     materialized: set[dg.AssetKey] = field(default_factory=set)
     checks_passed: int = 0
+    checks_evaluated: set[dg.AssetCheckKey] = field(default_factory=set)
     checks_failed: dict[str, list[str]] = field(default_factory=dict)  # severity -> "asset:check"
     row_counts: dict[dg.AssetKey, int] = field(default_factory=dict)
     step_failures: list[str] = field(default_factory=list)
@@ -49,6 +50,7 @@ def summarize(job: str, result: dg.ExecuteInProcessResult, seconds: float, parti
                 summary.row_counts[materialization.asset_key] = int(rows.value)
         elif kind == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
+            summary.checks_evaluated.add(evaluation.asset_check_key)
             if evaluation.passed:
                 summary.checks_passed += 1
             else:

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
-from orchestration.project import DBT_PROJECT_DIR, dbt_executable
+from orchestration.project import DBT_PROJECT, dbt_executable
 from settings import (
     DEFAULT_CLICKHOUSE_PORT,
     DEFAULT_DATABASE,
@@ -164,7 +164,5 @@ def build_resources(env: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "eventhouse": EventhouseResource(clickhouse=clickhouse, kafka=kafka_resource, home=str(eventhouse_home(env))),
         # the venv's dbt, also when the venv is not on PATH (make runs .venv/bin/eventhouse directly)
-        "dbt": EventhouseDbtCliResource(
-            project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR), dbt_executable=dbt_executable()
-        ),
+        "dbt": EventhouseDbtCliResource(project_dir=DBT_PROJECT, dbt_executable=dbt_executable()),
     }

@@ -36,6 +36,7 @@ from typing import Any
 from websockets.sync.client import ClientConnection, connect
 
 from orchestration.instance import Webserver, dagster_home, running_webserver
+from orchestration.project import prepare_dbt_project
 from settings import REPO_ROOT
 from stack.processes import free_port
 
@@ -193,6 +194,7 @@ class GraphQLErrorShown(RuntimeError):
 
 
 def screenshot(out: Path, width: int, height: int, home: Path, expand: list[str], timeout: float) -> None:
+    prepare_dbt_project()  # dagster-webserver (not dagster dev) reads the prepared manifest
     with (
         tempfile.TemporaryDirectory(prefix="eventhouse-ui-") as scratch,
         running_webserver(home, timeout=timeout, log_path=Path(scratch) / "webserver.log") as server,

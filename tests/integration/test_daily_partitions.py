@@ -13,14 +13,21 @@ and gives the tables a full refresh gives.
 
 from __future__ import annotations
 
+import functools
 import json
+import re
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 import pytest
 
+from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.contract import make_event
+from ingestion.raw_tables import ensure_tables
 from ingestion.raw_writer import RawWriter
+from orchestration.project import prepare_dbt_project
+from orchestration.translator import DAILY_PARTITIONED_TAG
 from tests.integration.dbt_support import run_dbt
 
 pytestmark = pytest.mark.integration
@@ -30,19 +37,40 @@ DAYS = 120
 DAY1 = START + timedelta(days=60)
 DAY2 = DAY1 + timedelta(days=1)
 
-# every model tagged daily_partitioned, with the day column it is partitioned by
-MARTS = {
-    "clickstream_daily_metrics": "metric_date",
-    "commerce_daily_sales": "order_date",
-    "commerce_hourly_sales": "order_date",
-    "economy_daily_kpis": "metric_date",
-    "economy_user_daily_gold": "activity_date",
-    "game_daily_user_summary": "event_date",
-    "latency_daily": "event_date",
-    "kpi_daily": "metric_date",
-    "engagement_active_users": "activity_date",
-    "game_chapter_clear_rates": "event_date",
-}
+
+@functools.cache
+def _marts() -> dict[str, str]:
+    """Every model tagged daily_partitioned (from the manifest), with the day column it is partitioned by."""
+    manifest = json.loads(prepare_dbt_project().read_text())
+    marts = {}
+    for node in manifest["nodes"].values():
+        if DAILY_PARTITIONED_TAG in node["tags"]:
+            match = re.fullmatch(r"toYYYYMMDD\((\w+)\)", node["config"].get("partition_by") or "")
+            assert match, f"{node['name']} is tagged {DAILY_PARTITIONED_TAG} but not partitioned by toYYYYMMDD(<day>)"
+            marts[node["name"]] = match.group(1)
+    return marts
+
+
+@pytest.fixture(scope="module")
+def module_dbt_env(embedded_stack, tmp_path_factory):
+    """One dbt database and raw database for the module, prepared for `dbt build` once (seeds, the
+    incremental models created empty: two dbt invocations), and one target directory, so every dbt
+    command after the first parses partially. Each test leaves the database as the other can start
+    from: the first rebuilds everything with --full-refresh; the second reads only table layouts.
+
+    Yields (env, database, target_path), as tests/integration/conftest.py's `dbt_env` does per test.
+    """
+    database = f"dbt_{uuid.uuid4().hex[:8]}"
+    target = tmp_path_factory.mktemp("dbt-daily-partitions")
+    env = embedded_stack.env
+    env["EVENTHOUSE_CLICKHOUSE_DATABASE"] = database
+    env["EVENTHOUSE_RAW_DATABASE"] = f"raw_{database}"
+    ensure_tables(embedded_stack.client(), env["EVENTHOUSE_RAW_DATABASE"])
+    for step in DBT_PREPARE_STEPS:
+        _ok(step, env, target)
+    yield env, database, target
+    embedded_stack.client().command(f"DROP DATABASE IF EXISTS {database}")
+    embedded_stack.client().command(f"DROP DATABASE IF EXISTS raw_{database}")
 
 
 def _ok(args: list[str], env: dict, target) -> str:
@@ -136,7 +164,7 @@ def _parts(client, database: str) -> dict[tuple[str, str], list[str]]:
         "SELECT table, partition_id, groupArray(name) FROM (SELECT * FROM system.parts"
         " WHERE database = %(db)s AND active AND table IN %(tables)s ORDER BY name)"
         " GROUP BY table, partition_id",
-        {"db": database, "tables": list(MARTS)},
+        {"db": database, "tables": list(_marts())},
     )
     return {(table, partition): names for table, partition, names in result.result_rows}
 
@@ -144,12 +172,13 @@ def _parts(client, database: str) -> dict[tuple[str, str], list[str]]:
 def _checksums(client) -> dict[str, tuple]:
     return {
         table: tuple(client.query(f"SELECT count(), sum(cityHash64(*)) FROM `{table}`").result_rows[0])
-        for table in MARTS
+        for table in _marts()
     }
 
 
-def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
-    env, database, target = dbt_env
+def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, module_dbt_env):
+    env, database, target = module_dbt_env
+    assert {"kpi_daily", "commerce_daily_sales", "engagement_active_users"} <= _marts().keys()  # read below
     client = embedded_stack.client(database=database)
     writer = RawWriter(client, env["EVENTHOUSE_RAW_DATABASE"])
     for offset in range(DAYS):
@@ -158,7 +187,7 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
 
     # A first build of 120 days: one insert touches 120 partitions of each mart.
     _ok(["run", "--full-refresh"], env, target)
-    for table, column in MARTS.items():
+    for table, column in _marts().items():
         days = client.command(f"SELECT uniqExact({column}) FROM `{table}`")
         assert days == DAYS, table
         assert (
@@ -169,7 +198,7 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
             == DAYS
         ), table
     before = {
-        table: {day: _rows(client, table, column, day) for day in (DAY1, DAY2)} for table, column in MARTS.items()
+        table: {day: _rows(client, table, column, day) for day in (DAY1, DAY2)} for table, column in _marts().items()
     }
     parts_before = _parts(client, database)
     assert client.query(
@@ -184,7 +213,7 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
     day1 = json.dumps({"partition_start_date": str(DAY1), "partition_end_date": str(DAY1)})
     _ok(["build", "--select", "tag:daily_partitioned", "--vars", day1], env, target)
 
-    for table, column in MARTS.items():
+    for table, column in _marts().items():
         assert _rows(client, table, column, DAY1) != before[table][DAY1], f"{table}: {DAY1} not recomputed"
         assert _rows(client, table, column, DAY2) == before[table][DAY2], f"{table}: {DAY2} changed"
     # Every partition but DAY1's is the very same part as before (nothing else was rewritten).
@@ -193,7 +222,7 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
     assert {k: v for k, v in parts_after.items() if k[1] != day1_id} == {
         k: v for k, v in parts_before.items() if k[1] != day1_id
     }
-    assert all(parts_after[(table, day1_id)] != parts_before[(table, day1_id)] for table in MARTS)
+    assert all(parts_after[(table, day1_id)] != parts_before[(table, day1_id)] for table in _marts())
 
     kpi = "SELECT metric_date, event_count, dau, revenue FROM kpi_daily WHERE metric_date IN %(d)s ORDER BY 1"
     assert client.query(kpi, {"d": [DAY1, DAY2]}).result_rows == [
@@ -232,7 +261,7 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
         (DAY2, 2, 2, 2),
         (later, 1, 2, 2),
     ]
-    for table, column in MARTS.items():
+    for table, column in _marts().items():
         assert _rows(client, table, column, DAY2) != before[table][DAY2], f"{table}: {DAY2} not caught up"
     incremental = _checksums(client)
     _ok(["run", "--select", "tag:daily_partitioned", "--full-refresh"], env, target)
@@ -244,11 +273,11 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, dbt_env):
     assert result.returncode != 0 and "is after partition_end_date" in result.stdout, result.stdout[-2000:]
 
 
-def test_a_mart_built_before_it_was_partitioned_is_rebuilt_in_full(embedded_stack, dbt_env):
+def test_a_mart_built_before_it_was_partitioned_is_rebuilt_in_full(embedded_stack, module_dbt_env):
     """A database from before the day partitions holds kpi_daily as a plain table: insert_overwrite
     would fail on it ("Tables have different partition key"); the on-run-start macro drops it and
     the run builds it afresh, and leaves alone what this run does not select."""
-    env, database, target = dbt_env
+    env, database, target = module_dbt_env
     client = embedded_stack.client(database=database)
     for table in ("kpi_daily", "latency_daily"):
         client.command(f"DROP TABLE `{table}`")
