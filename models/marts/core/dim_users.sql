@@ -11,21 +11,10 @@
 -- behaviour (any session flagged by sessionization), never from what a client declared.
 -- Country and platform are the player's current profile (type 1); `snp_users` keeps history.
 
-with game_events as (
+with events as (
 
-    select * from {{ ref('stg_game__events') }}
-
-),
-
-economy_events as (
-
-    select * from {{ ref('stg_economy__events') }}
-
-),
-
-order_events as (
-
-    select * from {{ ref('stg_orders__order_events') }}
+    select * from {{ ref('int_events_unioned') }}
+    where user_id is not null
 
 ),
 
@@ -35,49 +24,22 @@ sessions as (
 
 ),
 
-player_activity as (
-
-    select
-        user_id,
-        ts
-    from game_events
-    union all
-    select
-        user_id,
-        ts
-    from economy_events
-
-),
-
-players as (
-
-    select
-        user_id,
-        'player' as user_type,
-        min(ts) as first_seen_at,
-        max(ts) as last_seen_at,
-        count() as event_count
-    from player_activity
-    group by user_id
-
-),
-
 profiles as (
 
     select * from {{ ref('int_user_profiles_current') }}
 
 ),
 
-customers as (
+users as (
 
     select
-        customer_id as user_id,
-        'customer' as user_type,
+        assumeNotNull(user_id) as user_id,
+        if(domain = 'orders', 'customer', 'player') as user_type,
         min(ts) as first_seen_at,
         max(ts) as last_seen_at,
         count() as event_count
-    from order_events
-    group by customer_id
+    from events
+    group by user_id, user_type
 
 ),
 
@@ -88,14 +50,6 @@ bot_users as (
     where domain in ('game', 'economy')
     group by session_entity_key
     having max(is_bot)
-
-),
-
-users as (
-
-    select * from players
-    union all
-    select * from customers
 
 ),
 
