@@ -29,14 +29,7 @@ with events as (
     where
         {{ partition_day_filter('event_date') }}
         {%- if var('kpi_exclude_bots') %}
-            and (
-                user_id is null
-                or user_id not in (
-                    select bot_users.user_id
-                    from {{ ref('dim_users') }} as bot_users
-                    where bot_users.is_bot
-                )
-            )
+            and (user_id is null or {{ not_a_bot_user('user_id') }})
             and (domain != 'clickstream' or {{ not_a_bot_session('session_id') }})
         {%- endif %}
 

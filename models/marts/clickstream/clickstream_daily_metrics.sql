@@ -17,19 +17,15 @@
 
 with clicks as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    where
-        {{ partition_day_filter('click_date') }}
-        and {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_clicks') }}
+    where {{ partition_day_filter('click_date') }}
 
 ),
 
 purchases as (
 
-    select * from {{ ref('stg_clickstream__purchases') }}
-    where
-        {{ partition_day_filter('purchase_date') }}
-        and {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_purchases') }}
+    where {{ partition_day_filter('purchase_date') }}
 
 ),
 

@@ -13,8 +13,7 @@
 
 with clicks as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_clicks') }}
 
 ),
 

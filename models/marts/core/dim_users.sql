@@ -8,19 +8,14 @@
 
 -- One row per known user: game players (game and economy events) and commerce customers
 -- (order events). Clickstream visitors are anonymous and have no row. `is_bot` comes from
--- behaviour (any session flagged by sessionization), never from what a client declared.
+-- behaviour (a game anomaly of a type in var `bot_anomaly_types`), never from what a client
+-- declared.
 -- Country and platform are the player's current profile (type 1); `snp_users` keeps history.
 
 with events as (
 
     select * from {{ ref('int_events_unioned') }}
     where user_id is not null
-
-),
-
-sessions as (
-
-    select * from {{ ref('fct_sessions') }}
 
 ),
 
@@ -43,16 +38,6 @@ users as (
 
 ),
 
-bot_users as (
-
-    select session_entity_key as user_id
-    from sessions
-    where domain in ('game', 'economy')
-    group by session_entity_key
-    having max(is_bot)
-
-),
-
 final as (
 
     select
@@ -65,7 +50,7 @@ final as (
         users.first_seen_at,
         users.last_seen_at,
         users.event_count,
-        toBool(users.user_id in (select bot_users.user_id from bot_users)) as is_bot
+        toBool(users.user_id in ({{ bot_user_ids() }})) as is_bot
     from users
     left join profiles on users.user_id = profiles.user_id
 
