@@ -20,7 +20,7 @@
 
 with user_days as (
 
-    select * from {{ ref('int_user_activity_days') }}
+    select * from {{ ref('engagement_user_activity_days') }}
 
 ),
 

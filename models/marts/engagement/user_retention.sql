@@ -15,7 +15,7 @@
 
 with human_days as (
 
-    select * from {{ ref('int_user_activity_days') }}
+    select * from {{ ref('engagement_user_activity_days') }}
     {%- if var('kpi_exclude_bots') %}
         where not is_bot
     {%- endif %}
