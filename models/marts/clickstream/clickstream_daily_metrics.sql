@@ -106,7 +106,9 @@ final as (
         if(daily.unique_sessions = 0, null, coalesce(click_days.total_clicks, 0) / daily.unique_sessions)
             as avg_clicks_per_session,
         daily.total_revenue,
-        if(daily.buying_sessions = 0, null, daily.total_revenue / daily.buying_sessions) as avg_order_value
+        if(daily.total_purchases = 0, null, daily.total_revenue / daily.total_purchases) as avg_order_value,
+        if(daily.buying_sessions = 0, null, daily.total_revenue / daily.buying_sessions)
+            as revenue_per_buying_session
     from daily
     left join click_days on daily.metric_date = click_days.metric_date
 

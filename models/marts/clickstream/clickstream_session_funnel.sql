@@ -8,8 +8,10 @@
 
 -- The daily session funnel over sessions with at least one click that day:
 -- 'Single View' (exactly 1 click), 'Multi View' (2 or more clicks), 'Purchase' (a click and a
--- buy that day). percentage is of the day's clicking sessions; drop_rate compares each stage
--- with the one before it (0 for the first stage, null when the one before is empty).
+-- buy that day). percentage is the stage's sessions over the sum of the three stages' (a buying
+-- session counts in Purchase and in one of the views); share_of_clicking_sessions is over the
+-- day's clicking sessions; drop_rate compares each stage with the one before it (0 for the first
+-- stage, null when the one before is empty).
 
 with clicks as (
 
@@ -76,6 +78,7 @@ stages as (
     select
         metric_date,
         clicking_sessions,
+        single_view + multi_view + purchase as stage_sessions,
         stage.1 as stage_order,
         stage.2 as funnel_stage,
         stage.3 as session_count,
@@ -96,7 +99,8 @@ final as (
         stage_order,
         funnel_stage,
         session_count,
-        round(100 * session_count / clicking_sessions, 4) as percentage,
+        round(100 * session_count / stage_sessions, 4) as percentage,
+        round(100 * session_count / clicking_sessions, 4) as share_of_clicking_sessions,
         multiIf(
             stage_order = 1, 0,
             previous_stage_count = 0, null,

@@ -6,7 +6,7 @@
     )
 }}
 
--- One row: the overall figures of orders that are not soft-deleted (the order API's /stats).
+-- One row: the overall figures of orders that are not soft-deleted.
 
 with orders as (
 
