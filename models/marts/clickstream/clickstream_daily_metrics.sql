@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(metric_date)',
-        order_by='metric_date',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }}
 
 -- Daily clickstream KPIs. A day is the UTC date of each event's own timestamp; a session that
 -- spans midnight counts on both days with that day's events only. Daily partitions: a run with

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(metric_date, stage_order)'
-    )
-}}
+{{ config(order_by='(metric_date, stage_order)') }}
 
 -- The daily session funnel over sessions with at least one click that day:
 -- 'Single View' (exactly 1 click), 'Multi View' (2 or more clicks), 'Purchase' (a click and a

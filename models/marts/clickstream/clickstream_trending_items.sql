@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(as_of_date, trend_rank)'
-    )
-}}
+{{ config(order_by='(as_of_date, trend_rank)') }}
 
 -- Items trending as of each day: clicks in the last 3 days (as_of_date and the 2 before)
 -- against the 3 days before those. trend_score = (recent - previous) / greatest(previous, 1),

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(order_date)',
-        order_by='order_date',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('order_date', order_by='order_date')) }}
 
 -- One row per order date (UTC date of created_at) with at least one order that is not
 -- soft-deleted. Revenue and the average order value count revenue-carrying orders only.

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(order_date)',
-        order_by='order_hour',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('order_date', order_by='order_hour')) }}
 
 -- One row per hour (UTC, start of the hour of created_at) with at least one order that is not
 -- soft-deleted; the measures of commerce_daily_sales.

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='tuple()'
-    )
-}}
+{{ config(order_by='tuple()') }}
 
 -- One row: the overall figures of orders that are not soft-deleted.
 

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='user_id'
-    )
-}}
+{{ config(order_by='user_id') }}
 
 -- One row per known user: game players (game and economy events) and commerce customers
 -- (order events). Clickstream visitors are anonymous and have no row. `is_bot` comes from

@@ -3,7 +3,6 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='event_id',
-        engine='MergeTree()',
         partition_by='toYYYYMM(event_date)',
         order_by='(domain, event_date, event_type, event_id)',
         pre_hook="{{ delete_quarantined_events() }}"

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='live_event_id'
-    )
-}}
+{{ config(order_by='live_event_id') }}
 
 -- One row per live event with any progress update or claim. completion_rate is
 -- claims / progress updates; a claim is one (user, progress_version), so a double-tapped claim

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='mission_id'
-    )
-}}
+{{ config(order_by='mission_id') }}
 
 -- One row per mission with any progress update or claim. completion_rate is
 -- claims / progress updates; a claim is one (user, progress_version), so a double-tapped claim
