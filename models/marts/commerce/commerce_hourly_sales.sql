@@ -16,11 +16,7 @@ final as (
         order_hour,
         toDate(order_hour) as order_date,
         toHour(order_hour) as hour_of_day,
-        count() as orders,
-        countIf(is_revenue) as revenue_orders,
-        coalesce(sum(revenue), 0) as revenue,
-        if(revenue_orders = 0, null, round(toFloat64(revenue) / revenue_orders, 4)) as average_order_value,
-        uniqExact(customer_id) as customers
+        {{ order_sales_measures() }}
     from orders
     group by order_hour
 
