@@ -4,6 +4,8 @@
 -- against the 3 days before those. trend_score = (recent - previous) / greatest(previous, 1),
 -- so an item new this window scores its recent clicks. Items need at least
 -- `trending_min_recent_clicks` recent clicks; the top `trending_items_top_n` per day are kept.
+-- recent_purchases counts the item's buys in the recent window; category is that of its latest
+-- recent click.
 
 with clicks as (
 
