@@ -1,4 +1,4 @@
--- 7-day active users (the economy spec's KPI): distinct non-bot players active in the game or the
+-- 7-day active users: distinct non-bot players active in the game or the
 -- economy in the 7 days ending on the as-of day, with that day's DAU and DAU / 7-day actives.
 -- dbt compile --select kpi_active_users_7d --vars '{economy_kpi_as_of_date: 2026-11-07}'
 -- (economy_kpi_as_of_date "" = the last day in economy_daily_kpis)

@@ -1,4 +1,4 @@
--- Claim conversion (the economy spec's KPI) per live event and per mission: claims / progress
+-- Claim conversion per live event and per mission: claims / progress
 -- updates (completion_rate) and players who claimed / players who progressed. The 'all' row of
 -- each kind sums over its events or missions, so its players are player-event (or
 -- player-mission) pairs.

@@ -1,4 +1,4 @@
--- Daily clickstream KPIs for a date range (the dashboard's /metrics/daily).
+-- Daily clickstream KPIs for a date range, from clickstream_daily_metrics.
 -- dbt compile --select kpi_clickstream_daily_metrics --vars '{kpi_start_date: 2014-04-01, kpi_end_date: 2014-04-07}'
 select
     metric_date,

@@ -1,4 +1,5 @@
--- The session funnel summed over a date range, with its percentages recomputed for the range.
+-- The session funnel summed over a date range, with its percentages recomputed for the range
+-- (each stage over the sum of the three, as in clickstream_session_funnel).
 with funnel_days as (
 
     select * from {{ ref('clickstream_session_funnel') }}
@@ -25,7 +26,7 @@ final as (
         session_count,
         round(
             100 * session_count
-            / nullIf(sumIf(session_count, stage_order in (1, 2)) over (), 0),
+            / nullIf(sum(session_count) over (), 0),
             2
         ) as percentage
     from range_totals

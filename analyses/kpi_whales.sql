@@ -1,4 +1,4 @@
--- Whales (the economy spec's KPI): players whose completed shop purchases over the last
+-- Whales: players whose completed shop purchases over the last
 -- whale_window_days (30) days of data bought at least whale_min_spend_gold (50000) gold,
 -- biggest spenders first. Bots are already out of economy_whales when kpi_exclude_bots is true.
 with whales as (

@@ -73,6 +73,20 @@
     every day in one insert, and ClickHouse refuses an insert block touching more than
     max_partitions_per_insert_block (default 100) partitions, while replayed clickstream spans
     months. 10000 days (~27 years) keeps a bound in place of ClickHouse's 0 = unlimited. -#}
+{#- The config of a daily-partitioned mart, in one place: incremental insert_overwrite of the day
+    partitions of `day_column`, tagged daily_partitioned (Dagster's day-partitioned assets).
+    Use: {{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }} -#}
+{% macro daily_partitioned_config(day_column, order_by) -%}
+    {{ return({
+        'materialized': 'incremental',
+        'incremental_strategy': 'insert_overwrite',
+        'partition_by': 'toYYYYMMDD(' ~ day_column ~ ')',
+        'order_by': order_by,
+        'query_settings': daily_partition_query_settings(),
+        'tags': ['daily_partitioned'],
+    }) }}
+{%- endmacro %}
+
 {% macro daily_partition_query_settings() -%}
     {{ return({'max_partitions_per_insert_block': 10000}) }}
 {%- endmacro %}

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(anomaly_type, session_id, window_start)'
-    )
-}}
+{{ config(order_by='(anomaly_type, session_id, window_start)') }}
 
 -- One row per flagged (session_id, anomaly_type, window_start) of clickstream clicks (source
 -- session ids; bots are kept). Windows are half-open [window_start, window_end) on epoch time:

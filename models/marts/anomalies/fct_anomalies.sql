@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(anomaly_family, anomaly_type, window_start, anomaly_id)'
-    )
-}}
+{{ config(order_by='(anomaly_family, anomaly_type, window_start, anomaly_id)') }}
 
 -- One row per anomaly of every family, in one shape (bots are kept):
 -- - clickstream (clickstream_anomalies): a flagged session window; observed = clicks in it.

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(anomaly_type, user_id, window_start)'
-    )
-}}
+{{ config(order_by='(anomaly_type, user_id, window_start)') }}
 
 -- Game anomalies of players' stage clears (bots are kept). One row per:
 -- - IMPOSSIBLE_CLEAR: a stage_clear whose clear_time_ms is below `impossible_clear_ms`.
@@ -21,6 +15,11 @@
 -- `detected_at` is when this build ran.
 
 {%- set rapid_fire_window_ms = var('rapid_fire_window_seconds') * 1000 %}
+{#- the columns each rule's CTE gives, in this order -#}
+{%- set anomaly_columns = [
+    'anomaly_type', 'user_id', 'event_id', 'game_session_id', 'stage_key', 'window_start', 'window_end',
+    'event_count', 'observed_value', 'threshold_value'
+] %}
 
 with game_events as (
 
@@ -170,68 +169,20 @@ rapid_fires as (
 
 ),
 
-anomalies as (
-
-    select
-        anomaly_type,
-        user_id,
-        event_id,
-        game_session_id,
-        stage_key,
-        window_start,
-        window_end,
-        event_count,
-        observed_value,
-        threshold_value
-    from impossible_clears
-
-    union all
-
-    select
-        anomaly_type,
-        user_id,
-        event_id,
-        game_session_id,
-        stage_key,
-        window_start,
-        window_end,
-        event_count,
-        observed_value,
-        threshold_value
-    from score_overflows
-
-    union all
-
-    select
-        anomaly_type,
-        user_id,
-        event_id,
-        game_session_id,
-        stage_key,
-        window_start,
-        window_end,
-        event_count,
-        observed_value,
-        threshold_value
-    from rapid_fires
-
-),
-
 final as (
+    {%- for rule in ['impossible_clears', 'score_overflows', 'rapid_fires'] %}
 
-    select
-        anomaly_type,
-        user_id,
-        event_id,
-        game_session_id,
-        stage_key,
-        window_start,
-        window_end,
-        event_count,
-        observed_value,
-        threshold_value,
-        now64(3, 'UTC') as detected_at
-    from anomalies
+        select
+            {%- for column in anomaly_columns %}
+                {{ column }},
+            {%- endfor %}
+            now64(3, 'UTC') as detected_at
+        from {{ rule }}
+        {%- if not loop.last %}
+
+            union all
+        {%- endif %}
+    {%- endfor %}
 
 )
 

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='event_date'
-    )
-}}
+{{ config(order_by='event_date') }}
 
 -- One row per event date of the game domain: the day's events, lateness and latency (read from
 -- latency_daily, not recomputed) and the fill rate of every payload field the event contract

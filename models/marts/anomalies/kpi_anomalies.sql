@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(kpi_name, metric_date)'
-    )
-}}
+{{ config(order_by='(kpi_name, metric_date)') }}
 
 -- One row per day of kpi_daily and KPI (event_count, dau, conversion_rate, revenue): the day's
 -- value against the same KPI on the `kpi_anomaly_trailing_days` calendar days before it (the

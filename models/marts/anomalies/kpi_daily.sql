@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(metric_date)',
-        order_by='metric_date',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }}
 
 -- One row per day (UTC date of the event time) with any event: the headline KPIs that
 -- kpi_anomalies scores. Days without a single event have no row.
@@ -29,14 +19,7 @@ with events as (
     where
         {{ partition_day_filter('event_date') }}
         {%- if var('kpi_exclude_bots') %}
-            and (
-                user_id is null
-                or user_id not in (
-                    select bot_users.user_id
-                    from {{ ref('dim_users') }} as bot_users
-                    where bot_users.is_bot
-                )
-            )
+            and (user_id is null or {{ not_a_bot_user('user_id') }})
             and (domain != 'clickstream' or {{ not_a_bot_session('session_id') }})
         {%- endif %}
 

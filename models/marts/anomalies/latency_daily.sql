@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(event_date)',
-        order_by='(event_date, domain)',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('event_date', order_by='(event_date, domain)')) }}
 
 -- One row per event date (UTC date of the client time) and domain: how late the pipeline
 -- received the day's events. Latency is fct_events.latency_ms (ingested_at - ts); an event is

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(domain, event_date, event_id)'
-    )
-}}
+{{ config(order_by='(domain, event_date, event_id)') }}
 
 -- One row per late event (fct_events.is_late: received more than
 -- `late_event_threshold_seconds` after its client time) of the domains listed in

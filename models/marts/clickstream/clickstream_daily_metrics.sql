@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(metric_date)',
-        order_by='metric_date',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }}
 
 -- Daily clickstream KPIs. A day is the UTC date of each event's own timestamp; a session that
 -- spans midnight counts on both days with that day's events only. Daily partitions: a run with
@@ -17,19 +7,15 @@
 
 with clicks as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    where
-        {{ partition_day_filter('click_date') }}
-        and {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_clicks') }}
+    where {{ partition_day_filter('click_date') }}
 
 ),
 
 purchases as (
 
-    select * from {{ ref('stg_clickstream__purchases') }}
-    where
-        {{ partition_day_filter('purchase_date') }}
-        and {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_purchases') }}
+    where {{ partition_day_filter('purchase_date') }}
 
 ),
 
@@ -110,7 +96,9 @@ final as (
         if(daily.unique_sessions = 0, null, coalesce(click_days.total_clicks, 0) / daily.unique_sessions)
             as avg_clicks_per_session,
         daily.total_revenue,
-        if(daily.buying_sessions = 0, null, daily.total_revenue / daily.buying_sessions) as avg_order_value
+        if(daily.total_purchases = 0, null, daily.total_revenue / daily.total_purchases) as avg_order_value,
+        if(daily.buying_sessions = 0, null, daily.total_revenue / daily.buying_sessions)
+            as revenue_per_buying_session
     from daily
     left join click_days on daily.metric_date = click_days.metric_date
 

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(metric_date, category)'
-    )
-}}
+{{ config(order_by='(metric_date, category)') }}
 
 -- The top `popular_categories_top_n` (20) categories per day by clicks (then category name).
 -- Buys carry no category in the YOOCHOOSE layout: a buy counts for its item's category in
@@ -12,15 +6,13 @@
 
 with clicks as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_clicks') }}
 
 ),
 
 purchases as (
 
-    select * from {{ ref('stg_clickstream__purchases') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_purchases') }}
 
 ),
 

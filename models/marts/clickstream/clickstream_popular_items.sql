@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(metric_date, item_id)'
-    )
-}}
+{{ config(order_by='(metric_date, item_id)') }}
 
 -- Items per day that rank in the top `popular_items_top_n` (100) by clicks (click_count desc,
 -- then item_id) or by revenue (revenue desc, click_count desc, item_id). category is the
@@ -12,15 +6,13 @@
 
 with clicks as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_clicks') }}
 
 ),
 
 purchases as (
 
-    select * from {{ ref('stg_clickstream__purchases') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_purchases') }}
 
 ),
 

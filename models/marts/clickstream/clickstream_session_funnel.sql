@@ -1,27 +1,21 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(metric_date, stage_order)'
-    )
-}}
+{{ config(order_by='(metric_date, stage_order)') }}
 
 -- The daily session funnel over sessions with at least one click that day:
 -- 'Single View' (exactly 1 click), 'Multi View' (2 or more clicks), 'Purchase' (a click and a
--- buy that day). percentage is of the day's clicking sessions; drop_rate compares each stage
--- with the one before it (0 for the first stage, null when the one before is empty).
+-- buy that day). percentage is the stage's sessions over the sum of the three stages' (a buying
+-- session counts in Purchase and in one of the views); share_of_clicking_sessions is over the
+-- day's clicking sessions; drop_rate compares each stage with the one before it (0 for the first
+-- stage, null when the one before is empty).
 
 with clicks as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_clicks') }}
 
 ),
 
 purchases as (
 
-    select * from {{ ref('stg_clickstream__purchases') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_purchases') }}
 
 ),
 
@@ -78,6 +72,7 @@ stages as (
     select
         metric_date,
         clicking_sessions,
+        single_view + multi_view + purchase as stage_sessions,
         stage.1 as stage_order,
         stage.2 as funnel_stage,
         stage.3 as session_count,
@@ -98,7 +93,8 @@ final as (
         stage_order,
         funnel_stage,
         session_count,
-        round(100 * session_count / clicking_sessions, 4) as percentage,
+        round(100 * session_count / stage_sessions, 4) as percentage,
+        round(100 * session_count / clicking_sessions, 4) as share_of_clicking_sessions,
         multiIf(
             stage_order = 1, 0,
             previous_stage_count = 0, null,

@@ -1,31 +1,47 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(as_of_date, trend_rank)'
-    )
-}}
+{{ config(order_by='(as_of_date, trend_rank)') }}
 
 -- Items trending as of each day: clicks in the last 3 days (as_of_date and the 2 before)
 -- against the 3 days before those. trend_score = (recent - previous) / greatest(previous, 1),
 -- so an item new this window scores its recent clicks. Items need at least
 -- `trending_min_recent_clicks` recent clicks; the top `trending_items_top_n` per day are kept.
+-- recent_purchases counts the item's buys in the recent window; category is that of its latest
+-- recent click.
 
 with clicks as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    where {{ not_a_bot_session('session_id') }}
+    select * from {{ ref('clickstream_kpi_clicks') }}
 
 ),
 
-item_day_clicks as (
+purchases as (
+
+    select * from {{ ref('clickstream_kpi_purchases') }}
+
+),
+
+item_days as (
 
     select
-        click_date,
+        click_date as event_date,
         item_id,
-        count() as click_count
+        count() as click_count,
+        toUInt64(0) as purchase_count,
+        argMax(category, (clicked_at, event_id)) as category,
+        max(clicked_at) as last_clicked_at
     from clicks
     group by click_date, item_id
+
+    union all
+
+    select
+        purchase_date as event_date,
+        item_id,
+        toUInt64(0) as click_count,
+        count() as purchase_count,
+        '' as category,
+        toDateTime64(0, 3, 'UTC') as last_clicked_at
+    from purchases
+    group by purchase_date, item_id
 
 ),
 
@@ -37,13 +53,16 @@ last_day as (
 
 item_day_offsets as (
 
-    -- each day's clicks count toward the as_of days 0-5 days later
+    -- each day's clicks and buys count toward the as_of days 0-5 days later
     select
-        click_date,
+        event_date,
         item_id,
         click_count,
+        purchase_count,
+        category,
+        last_clicked_at,
         arrayJoin(range(6)) as days_later
-    from item_day_clicks
+    from item_days
 
 ),
 
@@ -52,9 +71,14 @@ spread_over_windows as (
     -- in the recent window of as_of days 0-2 later, in the previous window of days 3-5 later
     select
         item_id,
-        click_date + toIntervalDay(days_later) as as_of_date,
-        if(days_later < 3, click_count, 0) as recent_clicks,
-        if(days_later >= 3, click_count, 0) as previous_clicks
+        event_date + toIntervalDay(days_later) as as_of_date,
+        days_later < 3 as is_recent,
+        if(is_recent, click_count, 0) as recent_clicks,
+        if(is_recent, purchase_count, 0) as recent_purchases,
+        if(is_recent, 0, click_count) as previous_clicks,
+        click_count,
+        category,
+        last_clicked_at
     from item_day_offsets
 
 ),
@@ -64,7 +88,9 @@ item_windows as (
     select
         as_of_date,
         item_id,
+        argMaxIf(category, last_clicked_at, is_recent and click_count > 0) as category,
         sum(recent_clicks) as recent_clicks,
+        sum(recent_purchases) as recent_purchases,
         sum(previous_clicks) as previous_clicks
     from spread_over_windows
     where as_of_date <= (select last_day.max_click_date from last_day)
@@ -77,7 +103,9 @@ scored as (
     select
         as_of_date,
         item_id,
+        category,
         recent_clicks,
+        recent_purchases,
         previous_clicks,
         round((toInt64(recent_clicks) - toInt64(previous_clicks)) / greatest(previous_clicks, 1), 6) as trend_score
     from item_windows

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(order_date)',
-        order_by='order_date',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('order_date', order_by='order_date')) }}
 
 -- One row per order date (UTC date of created_at) with at least one order that is not
 -- soft-deleted. Revenue and the average order value count revenue-carrying orders only.
@@ -24,11 +14,7 @@ final as (
 
     select
         order_date,
-        count() as orders,
-        countIf(is_revenue) as revenue_orders,
-        coalesce(sum(revenue), 0) as revenue,
-        if(revenue_orders = 0, null, round(toFloat64(revenue) / revenue_orders, 4)) as average_order_value,
-        uniqExact(customer_id) as customers
+        {{ order_sales_measures() }}
     from orders
     group by order_date
 

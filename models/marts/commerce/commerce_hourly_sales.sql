@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(order_date)',
-        order_by='order_hour',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('order_date', order_by='order_hour')) }}
 
 -- One row per hour (UTC, start of the hour of created_at) with at least one order that is not
 -- soft-deleted; the measures of commerce_daily_sales.
@@ -26,11 +16,7 @@ final as (
         order_hour,
         toDate(order_hour) as order_date,
         toHour(order_hour) as hour_of_day,
-        count() as orders,
-        countIf(is_revenue) as revenue_orders,
-        coalesce(sum(revenue), 0) as revenue,
-        if(revenue_orders = 0, null, round(toFloat64(revenue) / revenue_orders, 4)) as average_order_value,
-        uniqExact(customer_id) as customers
+        {{ order_sales_measures() }}
     from orders
     group by order_hour
 

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='order_status'
-    )
-}}
+{{ config(order_by='order_status') }}
 
 -- One row per latest order status among orders that are not soft-deleted.
 

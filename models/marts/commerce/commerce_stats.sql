@@ -1,12 +1,6 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='tuple()'
-    )
-}}
+{{ config(order_by='tuple()') }}
 
--- One row: the overall figures of orders that are not soft-deleted (the order API's /stats).
+-- One row: the overall figures of orders that are not soft-deleted.
 
 with orders as (
 

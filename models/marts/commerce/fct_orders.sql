@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(order_date, order_id)'
-    )
-}}
+{{ config(order_by='(order_date, order_id)') }}
 
 {%- set non_revenue_statuses -%}
     ('{{ var('commerce_non_revenue_statuses') | join("', '") }}')

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='item_id'
-    )
-}}
+{{ config(order_by='item_id') }}
 
 -- Clickstream items: one row per item ever clicked or bought. `category` is the category of
 -- the item's latest click (YOOCHOOSE marks special offers as 'S' and brands by large numbers;

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='product_id'
-    )
-}}
+{{ config(order_by='product_id') }}
 
 -- Products sold: commerce products (from order items, with their unit price) and in-game shop
 -- products (gold bundles, priced in cents of real money). One row per (product_source,

@@ -1,64 +1,15 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='user_id'
-    )
-}}
+{{ config(order_by='user_id') }}
 
 -- One row per known user: game players (game and economy events) and commerce customers
 -- (order events). Clickstream visitors are anonymous and have no row. `is_bot` comes from
--- behaviour (any session flagged by sessionization), never from what a client declared.
+-- behaviour (a game anomaly of a type in var `bot_anomaly_types`), never from what a client
+-- declared.
 -- Country and platform are the player's current profile (type 1); `snp_users` keeps history.
 
-with game_events as (
+with events as (
 
-    select * from {{ ref('stg_game__events') }}
-
-),
-
-economy_events as (
-
-    select * from {{ ref('stg_economy__events') }}
-
-),
-
-order_events as (
-
-    select * from {{ ref('stg_orders__order_events') }}
-
-),
-
-sessions as (
-
-    select * from {{ ref('fct_sessions') }}
-
-),
-
-player_activity as (
-
-    select
-        user_id,
-        ts
-    from game_events
-    union all
-    select
-        user_id,
-        ts
-    from economy_events
-
-),
-
-players as (
-
-    select
-        user_id,
-        'player' as user_type,
-        min(ts) as first_seen_at,
-        max(ts) as last_seen_at,
-        count() as event_count
-    from player_activity
-    group by user_id
+    select * from {{ ref('int_events_unioned') }}
+    where user_id is not null
 
 ),
 
@@ -68,34 +19,16 @@ profiles as (
 
 ),
 
-customers as (
+users as (
 
     select
-        customer_id as user_id,
-        'customer' as user_type,
+        assumeNotNull(user_id) as user_id,
+        if(domain = 'orders', 'customer', 'player') as user_type,
         min(ts) as first_seen_at,
         max(ts) as last_seen_at,
         count() as event_count
-    from order_events
-    group by customer_id
-
-),
-
-bot_users as (
-
-    select session_entity_key as user_id
-    from sessions
-    where domain in ('game', 'economy')
-    group by session_entity_key
-    having max(is_bot)
-
-),
-
-users as (
-
-    select * from players
-    union all
-    select * from customers
+    from events
+    group by user_id, user_type
 
 ),
 
@@ -111,7 +44,7 @@ final as (
         users.first_seen_at,
         users.last_seen_at,
         users.event_count,
-        toBool(users.user_id in (select bot_users.user_id from bot_users)) as is_bot
+        toBool(users.user_id in ({{ bot_user_ids() }})) as is_bot
     from users
     left join profiles on users.user_id = profiles.user_id
 

@@ -3,7 +3,6 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='event_id',
-        engine='MergeTree()',
         partition_by='toYYYYMM(event_date)',
         order_by='(domain, event_date, event_type, event_id)',
         pre_hook="{{ delete_quarantined_events() }}"
@@ -22,129 +21,9 @@
 -- Quarantined events are not in staging; the pre-hook deletes those an earlier run stored (the
 -- quarantine models above are built first, hence the depends_on).
 
-with clicks as (
+with events as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-
-),
-
-purchases as (
-
-    select * from {{ ref('stg_clickstream__purchases') }}
-
-),
-
-game_events as (
-
-    select * from {{ ref('stg_game__events') }}
-
-),
-
-economy_events as (
-
-    select * from {{ ref('stg_economy__events') }}
-
-),
-
-order_events as (
-
-    select * from {{ ref('stg_orders__order_events') }}
-
-),
-
-unioned as (
-
-    select
-        event_id,
-        'clickstream.click' as event_type,
-        'clickstream' as domain,
-        cast(null, 'Nullable(String)') as user_id,
-        cast(session_id, 'Nullable(String)') as session_id,
-        cast(item_id, 'Nullable(UInt64)') as item_id,
-        cast(null, 'Nullable(String)') as product_id,
-        cast(null, 'Nullable(UInt16)') as stage_key,
-        cast(null, 'Nullable(String)') as order_id,
-        cast(null, 'Nullable(Decimal64(2))') as revenue,
-        clicked_at as ts,
-        ingested_at,
-        loaded_at
-    from clicks
-
-    union all
-
-    select
-        event_id,
-        'clickstream.purchase' as event_type,
-        'clickstream' as domain,
-        cast(null, 'Nullable(String)') as user_id,
-        cast(session_id, 'Nullable(String)') as session_id,
-        cast(item_id, 'Nullable(UInt64)') as item_id,
-        cast(null, 'Nullable(String)') as product_id,
-        cast(null, 'Nullable(UInt16)') as stage_key,
-        cast(null, 'Nullable(String)') as order_id,
-        cast(price * quantity, 'Nullable(Decimal64(2))') as revenue,
-        purchased_at as ts,
-        ingested_at,
-        loaded_at
-    from purchases
-
-    union all
-
-    select
-        event_id,
-        event_type,
-        'game' as domain,
-        cast(user_id, 'Nullable(String)') as user_id,
-        game_session_id as session_id,
-        cast(null, 'Nullable(UInt64)') as item_id,
-        cast(null, 'Nullable(String)') as product_id,
-        cast(toUInt16(chapter_number) * 100 + stage_number, 'Nullable(UInt16)') as stage_key,
-        cast(null, 'Nullable(String)') as order_id,
-        cast(null, 'Nullable(Decimal64(2))') as revenue,
-        ts,
-        ingested_at,
-        loaded_at
-    from game_events
-
-    union all
-
-    select
-        event_id,
-        event_type,
-        'economy' as domain,
-        cast(user_id, 'Nullable(String)') as user_id,
-        game_session_id as session_id,
-        cast(null, 'Nullable(UInt64)') as item_id,
-        product_id,
-        cast(null, 'Nullable(UInt16)') as stage_key,
-        cast(null, 'Nullable(String)') as order_id,
-        cast(
-            -- decimal arithmetic: price_cents / 100 would go through a float and lose cents
-            if(event_type = 'shop.purchase' and purchase_status = 'completed', toDecimal64(price_cents, 2) / 100, null),
-            'Nullable(Decimal64(2))'
-        ) as revenue,
-        ts,
-        ingested_at,
-        loaded_at
-    from economy_events
-
-    union all
-
-    select
-        event_id,
-        event_type,
-        'orders' as domain,
-        cast(customer_id, 'Nullable(String)') as user_id,
-        cast(null, 'Nullable(String)') as session_id,
-        cast(null, 'Nullable(UInt64)') as item_id,
-        cast(null, 'Nullable(String)') as product_id,
-        cast(null, 'Nullable(UInt16)') as stage_key,
-        order_id,
-        cast(null, 'Nullable(Decimal64(2))') as revenue,
-        ts,
-        ingested_at,
-        loaded_at
-    from order_events
+    select * from {{ ref('int_events_unioned') }}
 
 ),
 
@@ -167,7 +46,7 @@ final as (
         loaded_at,
         dateDiff('millisecond', ts, ingested_at) as latency_ms,
         toBool(latency_ms > {{ var('late_event_threshold_seconds') }} * 1000) as is_late
-    from unioned
+    from events
     {% if is_incremental() %}
         -- (an empty table, e.g. after `dbt run --empty`, makes every event new)
         where loaded_at > (

@@ -3,7 +3,6 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='domain, session_entity_key',
-        engine='MergeTree()',
         order_by='(domain, session_entity_key, session_start_at)',
         partition_by='domain'
     )

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(metric_date)',
-        order_by='metric_date',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }}
 
 -- One row per day (UTC date of the event's ts) with any player activity in the game or the
 -- economy. Revenue is completed shop purchases (price_cents / 100); bots are left out when

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(claim_event_type, user_id)'
-    )
-}}
+{{ config(order_by='(claim_event_type, user_id)') }}
 
 -- One row per duplicated claim: the same claim (claim event type, user, live event or mission,
 -- progress_version) seen under more than one distinct event_id, e.g. a double tap. Re-delivered

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(activity_date)',
-        order_by='(activity_date, user_id)',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('activity_date', order_by='(activity_date, user_id)')) }}
 
 -- One row per player and day (UTC date of ts) with any gold movement. The ledger is
 -- reward.granted alone: the economy grants every gold change through it (stage clears, claims,

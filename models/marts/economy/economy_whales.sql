@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='user_id'
-    )
-}}
+{{ config(order_by='user_id') }}
 
 -- One row per whale: a player whose completed shop purchases over the whale_window_days days
 -- up to the last day in the economy data (both ends included) bought at least

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(activity_date)',
-        order_by='(user_type, activity_date)',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('activity_date', order_by='(user_type, activity_date)')) }}
 
 -- One row per (user_type, activity_date) for every calendar day from the first to the last day
 -- with any event of that user type (days without activity included, from dim_date): DAU, WAU
@@ -20,7 +10,7 @@
 
 with user_days as (
 
-    select * from {{ ref('int_user_activity_days') }}
+    select * from {{ ref('engagement_user_activity_days') }}
 
 ),
 

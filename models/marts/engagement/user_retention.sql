@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(user_type, cohort_date)'
-    )
-}}
+{{ config(order_by='(user_type, cohort_date)') }}
 
 -- One row per (user_type, cohort_date): the known users (dim_users: game/economy players and
 -- commerce customers) whose first event in fct_events fell on that day, and how many of them were
@@ -15,7 +9,7 @@
 
 with human_days as (
 
-    select * from {{ ref('int_user_activity_days') }}
+    select * from {{ ref('engagement_user_activity_days') }}
     {%- if var('kpi_exclude_bots') %}
         where not is_bot
     {%- endif %}

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(user_type, cohort_week, weeks_since_first_seen)'
-    )
-}}
+{{ config(order_by='(user_type, cohort_week, weeks_since_first_seen)') }}
 
 -- The weekly cohort matrix: one row per (user_type, cohort_week, weeks_since_first_seen). A
 -- cohort is the known users whose first event in fct_events fell in the week (Monday to Sunday)
@@ -16,7 +10,7 @@
 
 with human_days as (
 
-    select * from {{ ref('int_user_activity_days') }}
+    select * from {{ ref('engagement_user_activity_days') }}
     {%- if var('kpi_exclude_bots') %}
         where not is_bot
     {%- endif %}

@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='stage_key'
-    )
-}}
+{{ config(order_by='stage_key') }}
 
 with stages as (
 

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(event_date)',
-        order_by='(event_date, chapter_number)',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('event_date', order_by='(event_date, chapter_number)')) }}
 
 -- Chapter clear-rate heatmap data: one row per (event_date, chapter_number) for every day from
 -- the first to the last day with a stage event (from dim_date) and every chapter of dim_stages

@@ -1,14 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        incremental_strategy='insert_overwrite',
-        engine='MergeTree()',
-        partition_by='toYYYYMMDD(event_date)',
-        order_by='(event_date, user_id)',
-        query_settings=daily_partition_query_settings(),
-        tags=['daily_partitioned']
-    )
-}}
+{{ config(**daily_partitioned_config('event_date', order_by='(event_date, user_id)')) }}
 
 -- One row per (event_date, user_id) with any game event that day (UTC date of the event's ts):
 -- distinct game events by type, play time and the best score. The same measures as the

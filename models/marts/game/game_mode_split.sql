@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(event_date, game_mode)'
-    )
-}}
+{{ config(order_by='(event_date, game_mode)') }}
 
 -- One row per (event_date, game_mode) for every day from the first to the last day with a stage
 -- event (from dim_date) and every mode ('story', 'time_attack'; staging quarantines stage events

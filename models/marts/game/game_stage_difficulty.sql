@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='stage_key'
-    )
-}}
+{{ config(order_by='stage_key') }}
 
 -- One row per story stage of dim_stages (all 50, unplayed ones with zero counts), over both game
 -- modes and all days: attempts (stage_start events), clears, fails, players, the clear rate and

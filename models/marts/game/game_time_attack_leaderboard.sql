@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='leaderboard_rank'
-    )
-}}
+{{ config(order_by='leaderboard_rank') }}
 
 -- The time-attack leaderboard: one row per player among the top `time_attack_leaderboard_top_n`
 -- by best time-attack score (the highest score of any of the player's time-attack stage clears,

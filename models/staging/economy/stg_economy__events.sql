@@ -4,46 +4,27 @@
 -- (its registered_event_type test reads the seed; as a parent here, a failure of that test stops
 -- what is built from this model, as a test on this model alone would)
 
-with source as (
-
-    select * from {{ ref('base_economy__events') }}
-    where {{ not_quarantined('economy') }}
-
-),
-
-renamed as (
-
-    select
-        event_id,
-        event_type,
-        assumeNotNull(user_id) as user_id,
-        session_id as game_session_id,
-        source_service,
-        dedupe_key,
-        JSONExtract(payload, 'country', 'Nullable(String)') as country,
-        JSONExtract(payload, 'platform', 'Nullable(String)') as platform,
-        JSONExtract(payload, 'persona', 'Nullable(String)') as declared_persona,
-        JSONExtract(payload, 'live_event_id', 'Nullable(String)') as live_event_id,
-        JSONExtract(payload, 'mission_id', 'Nullable(String)') as mission_id,
-        JSONExtract(payload, 'progress_version', 'Nullable(Int64)') as progress_version,
-        JSONExtract(payload, 'progress', 'Nullable(Int64)') as progress,
-        JSONExtract(payload, 'reward_gold', 'Nullable(Int64)') as reward_gold,
-        JSONExtract(payload, 'delta_gold', 'Nullable(Int64)') as delta_gold,
-        JSONExtract(payload, 'balance', 'Nullable(Int64)') as balance_gold,
-        JSONExtract(payload, 'reason', 'Nullable(String)') as reward_reason,
-        JSONExtract(payload, 'tx_id', 'Nullable(String)') as tx_id,
-        JSONExtract(payload, 'status', 'Nullable(String)') as purchase_status,
-        JSONExtract(payload, 'product_id', 'Nullable(String)') as product_id,
-        JSONExtract(payload, 'amount_gold', 'Nullable(Int64)') as amount_gold,
-        JSONExtract(payload, 'price_cents', 'Nullable(Int64)') as price_cents,
-        JSONExtract(payload, 'action', 'Nullable(String)') as session_action,
-        JSONExtract(payload, 'duration_ms', 'Nullable(UInt64)') as duration_ms,
-        ts,
-        toDate(ts) as event_date,
-        ingested_at,
-        loaded_at
-    from source
-
-)
-
-select * from renamed
+{{ staged_events('economy', 'base_economy__events', [
+    'assumeNotNull(user_id) as user_id',
+    'session_id as game_session_id',
+    'source_service',
+    'dedupe_key',
+    ('country', 'Nullable(String)', 'country'),
+    ('platform', 'Nullable(String)', 'platform'),
+    ('persona', 'Nullable(String)', 'declared_persona'),
+    ('live_event_id', 'Nullable(String)', 'live_event_id'),
+    ('mission_id', 'Nullable(String)', 'mission_id'),
+    ('progress_version', 'Nullable(Int64)', 'progress_version'),
+    ('progress', 'Nullable(Int64)', 'progress'),
+    ('reward_gold', 'Nullable(Int64)', 'reward_gold'),
+    ('delta_gold', 'Nullable(Int64)', 'delta_gold'),
+    ('balance', 'Nullable(Int64)', 'balance_gold'),
+    ('reason', 'Nullable(String)', 'reward_reason'),
+    ('tx_id', 'Nullable(String)', 'tx_id'),
+    ('status', 'Nullable(String)', 'purchase_status'),
+    ('product_id', 'Nullable(String)', 'product_id'),
+    ('amount_gold', 'Nullable(Int64)', 'amount_gold'),
+    ('price_cents', 'Nullable(Int64)', 'price_cents'),
+    ('action', 'Nullable(String)', 'session_action'),
+    ('duration_ms', 'Nullable(UInt64)', 'duration_ms')
+]) }}

@@ -4,47 +4,28 @@
 -- (its registered_event_type test reads the seed; as a parent here, a failure of that test stops
 -- what is built from this model, as a test on this model alone would)
 
-with source as (
-
-    select * from {{ ref('base_game__events') }}
-    where {{ not_quarantined('game') }}
-
-),
-
-renamed as (
-
-    select
-        event_id,
-        event_type,
-        assumeNotNull(user_id) as user_id,
-        session_id as game_session_id,
-        source_service,
-        source_host,
-        sequence as client_sequence,
-        JSONExtract(payload, 'chapter', 'Nullable(UInt8)') as chapter_number,
-        JSONExtract(payload, 'stage', 'Nullable(UInt8)') as stage_number,
-        JSONExtract(payload, 'mode', 'Nullable(String)') as game_mode,
-        JSONExtract(payload, 'clear_time_ms', 'Nullable(UInt32)') as clear_time_ms,
-        JSONExtract(payload, 'score', 'Nullable(UInt32)') as score,
-        JSONExtract(payload, 'moves', 'Nullable(UInt32)') as moves,
-        JSONExtract(payload, 'wildcards_used', 'Nullable(UInt32)') as wildcards_used,
-        JSONExtract(payload, 'reason', 'Nullable(String)') as fail_reason,
-        JSONExtract(payload, 'elapsed_ms', 'Nullable(UInt32)') as elapsed_ms,
-        JSONExtract(payload, 'item', 'Nullable(String)') as item_name,
-        JSONExtract(payload, 'action', 'Nullable(String)') as item_action,
-        JSONExtract(payload, 'cost_gold', 'Nullable(Int64)') as item_cost_gold,
-        JSONExtract(payload, 'from_screen', 'Nullable(String)') as from_screen,
-        JSONExtract(payload, 'to_screen', 'Nullable(String)') as to_screen,
-        JSONExtract(payload, 'screen', 'Nullable(String)') as screen,
-        JSONExtract(payload, 'platform', 'Nullable(String)') as platform,
-        JSONExtract(payload, 'app_version', 'Nullable(String)') as app_version,
-        JSONExtract(payload, 'duration_ms', 'Nullable(UInt64)') as duration_ms,
-        ts,
-        toDate(ts) as event_date,
-        ingested_at,
-        loaded_at
-    from source
-
-)
-
-select * from renamed
+{{ staged_events('game', 'base_game__events', [
+    'assumeNotNull(user_id) as user_id',
+    'session_id as game_session_id',
+    'source_service',
+    'source_host',
+    'sequence as client_sequence',
+    ('chapter', 'Nullable(UInt8)', 'chapter_number'),
+    ('stage', 'Nullable(UInt8)', 'stage_number'),
+    ('mode', 'Nullable(String)', 'game_mode'),
+    ('clear_time_ms', 'Nullable(UInt32)', 'clear_time_ms'),
+    ('score', 'Nullable(UInt32)', 'score'),
+    ('moves', 'Nullable(UInt32)', 'moves'),
+    ('wildcards_used', 'Nullable(UInt32)', 'wildcards_used'),
+    ('reason', 'Nullable(String)', 'fail_reason'),
+    ('elapsed_ms', 'Nullable(UInt32)', 'elapsed_ms'),
+    ('item', 'Nullable(String)', 'item_name'),
+    ('action', 'Nullable(String)', 'item_action'),
+    ('cost_gold', 'Nullable(Int64)', 'item_cost_gold'),
+    ('from_screen', 'Nullable(String)', 'from_screen'),
+    ('to_screen', 'Nullable(String)', 'to_screen'),
+    ('screen', 'Nullable(String)', 'screen'),
+    ('platform', 'Nullable(String)', 'platform'),
+    ('app_version', 'Nullable(String)', 'app_version'),
+    ('duration_ms', 'Nullable(UInt64)', 'duration_ms')
+]) }}

@@ -5,35 +5,16 @@
 -- (its registered_event_type test reads the seed; as a parent here, a failure of that test stops
 -- what is built from this model, as a test on this model alone would)
 
-with source as (
-
-    select * from {{ ref('base_orders__order_events') }}
-    where {{ not_quarantined('orders') }}
-
-),
-
-renamed as (
-
-    select
-        event_id,
-        event_type,
-        assumeNotNull(user_id) as customer_id,
-        JSONExtractString(payload, 'order_id') as order_id,
-        JSONExtract(payload, 'version', 'Int64') as order_version,
-        JSONExtract(payload, 'status', 'Nullable(String)') as order_status,
-        JSONExtract(payload, 'previous_status', 'Nullable(String)') as previous_status,
-        JSONExtract(payload, 'amount_cents', 'Nullable(Int64)') as amount_cents,
-        JSONExtract(payload, 'product_ids', 'Array(String)') as product_ids,
-        JSONExtractRaw(payload, 'items') as items_json,
-        JSONExtract(payload, 'deleted_by', 'Nullable(String)') as deleted_by,
-        parseDateTime64BestEffortOrNull(JSONExtractString(payload, 'deleted_at'), 3, 'UTC') as deleted_at,
-        cast(event_type = 'order.deleted', 'Bool') as is_delete,
-        ts,
-        toDate(ts) as event_date,
-        ingested_at,
-        loaded_at
-    from source
-
-)
-
-select * from renamed
+{{ staged_events('orders', 'base_orders__order_events', [
+    'assumeNotNull(user_id) as customer_id',
+    "JSONExtractString(payload, 'order_id') as order_id",
+    ('version', 'Int64', 'order_version'),
+    ('status', 'Nullable(String)', 'order_status'),
+    ('previous_status', 'Nullable(String)', 'previous_status'),
+    ('amount_cents', 'Nullable(Int64)', 'amount_cents'),
+    ('product_ids', 'Array(String)', 'product_ids'),
+    "JSONExtractRaw(payload, 'items') as items_json",
+    ('deleted_by', 'Nullable(String)', 'deleted_by'),
+    "parseDateTime64BestEffortOrNull(JSONExtractString(payload, 'deleted_at'), 3, 'UTC') as deleted_at",
+    "cast(event_type = 'order.deleted', 'Bool') as is_delete"
+]) }}

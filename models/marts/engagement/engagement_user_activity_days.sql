@@ -1,10 +1,4 @@
-{{
-    config(
-        materialized='table',
-        engine='MergeTree()',
-        order_by='(user_type, user_id, activity_date)'
-    )
-}}
+{{ config(order_by='(user_type, user_id, activity_date)') }}
 
 -- One row per (user_type, user_id, activity_date): a known user (dim_users: game/economy player
 -- or commerce customer) with any event in fct_events that day (UTC date of the event's ts), with
