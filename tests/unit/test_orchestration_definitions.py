@@ -59,11 +59,12 @@ def test_lineage_runs_from_kafka_topics_to_marts(graph):
     }
     raw_game = graph.get(dg.AssetKey(["eventhouse_raw", "raw_game_events"]))
     assert dg.AssetKey(["kafka", "game.events"]) in raw_game.parent_keys
-    # raw table -> base view (adds the quarantine reasons) -> staging view
+    # raw table -> base view (adds the quarantine reasons) -> staging view -> the event union -> fct_events
     base = graph.get(dg.AssetKey(["base_game__events"]))
     assert dg.AssetKey(["eventhouse_raw", "raw_game_events"]) in base.parent_keys
     assert dg.AssetKey(["base_game__events"]) in graph.get(dg.AssetKey(["stg_game__events"])).parent_keys
-    assert dg.AssetKey(["stg_game__events"]) in graph.get(dg.AssetKey(["fct_events"])).parent_keys
+    assert dg.AssetKey(["stg_game__events"]) in graph.get(dg.AssetKey(["int_events_unioned"])).parent_keys
+    assert dg.AssetKey(["int_events_unioned"]) in graph.get(dg.AssetKey(["fct_events"])).parent_keys
 
 
 def test_every_dbt_node_is_an_asset_in_its_layer_group(graph, manifest):
