@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.contract import make_event
+from ingestion.raw_tables import ensure_tables
 from ingestion.raw_writer import RawWriter
 from tests.integration.conftest import prepared_database
 from tests.integration.dbt_support import run_dbt as _dbt
@@ -185,3 +188,35 @@ def test_dbt_docs_generate_documents_every_model(built, tmp_path):
         built_columns = catalog["nodes"][uid]["columns"]
         undocumented = [c for c in built_columns if not node["columns"].get(c, {}).get("description")]
         assert not undocumented, f"{uid}: columns without a description: {undocumented}"
+
+
+def test_a_build_on_a_brand_new_database_stops_at_once_naming_the_command_to_run_first(embedded_stack, tmp_path):
+    """`dbt build` as an analyst or a CI job runs it on a new database: the unit tests of an
+    incremental model read its table, so the on-run-start hook stops the run before any node
+    with one line naming the command that creates them (`make dbt-checks` runs them)."""
+    database = f"dbt_new_{uuid.uuid4().hex[:8]}"
+    env = {
+        **embedded_stack.env,
+        "EVENTHOUSE_CLICKHOUSE_DATABASE": database,
+        "EVENTHOUSE_RAW_DATABASE": f"raw_{database}",
+    }
+    client = embedded_stack.client()
+    ensure_tables(client, env["EVENTHOUSE_RAW_DATABASE"])
+    try:
+        result = _dbt(["build"], env, tmp_path)
+        assert result.returncode != 0
+        # the commands DBT_PREPARE_STEPS (and `make dbt-checks`) run, in their order
+        first = " and ".join(f"`dbt {' '.join(step)}`" for step in DBT_PREPARE_STEPS)
+        named = [line for line in result.stdout.splitlines() if f"run {first} first" in line]
+        assert len(named) == 1, result.stdout[-3000:]
+        assert "fct_sessions" in named[0]
+        # no node ran: nothing was built, and the incremental models' unit tests never started
+        started = [line for line in result.stdout.splitlines() if " START " in line and " hook: " not in line]
+        assert started == [], result.stdout[-3000:]
+        built = client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String}", parameters={"db": database}
+        ).result_rows
+        assert built == []
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS `{database}`")
+        client.command(f"DROP DATABASE IF EXISTS `raw_{database}`")
