@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,15 @@ class PreparedTemplate:
     database: str
     # (name, engine, CREATE statement) in the order to create them
     relations: list[tuple[str, str, str]]
+    # dbt's partial parse of the project for WORK_DATABASE (dbt_env's): the project as it is
+    # parsed for the profile's database, which a test's target directory starts from
+    work_parse: Path
+
+
+# The database of every dbt_env, one test after another (pytest runs them in turn): dbt parses
+# the project in full whenever the profile's database changes, so one name for all of them lets
+# each test start from the session's parse, where a name per test cost a full parse each.
+WORK_DATABASE = "dbt_work"
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +73,11 @@ def prepared_template(embedded_stack, tmp_path_factory) -> Iterator[PreparedTemp
     # tables first (no dependencies), then views and materialized views in dbt's order
     rank = {name: i for i, name in enumerate(order)}
     relations = sorted(rows, key=lambda r: ("View" in r[1], rank.get(r[0], -1)))
+    work_target = tmp_path_factory.mktemp("dbt-work-parse")
+    parsed = run_dbt(["parse"], _dbt_database_env(embedded_stack, WORK_DATABASE), work_target)
+    assert parsed.returncode == 0, parsed.stdout[-3000:]
     try:
-        yield PreparedTemplate(database, relations)
+        yield PreparedTemplate(database, relations, work_target / "partial_parse.msgpack")
     finally:
         _drop(embedded_stack, database)
 
@@ -81,13 +94,17 @@ def _copy_prepared(client, template: PreparedTemplate, database: str) -> None:
 
 
 @contextmanager
-def prepared_database(embedded_stack, template: PreparedTemplate) -> Iterator[tuple[dict[str, str], str]]:
-    """A dbt database and an (empty) raw database of their own, prepared for `dbt build` as
-    DBT_PREPARE_STEPS prepare one: a copy of the session's template, which takes a second where
-    the two dbt commands take half a minute. Yields (env, database); dropped afterwards."""
-    database = f"dbt_{uuid.uuid4().hex[:8]}"
+def prepared_database(
+    embedded_stack, template: PreparedTemplate, database: str | None = None
+) -> Iterator[tuple[dict[str, str], str]]:
+    """A dbt database (`database`, or a new name) and an (empty) raw database, prepared for
+    `dbt build` as DBT_PREPARE_STEPS prepare one: a copy of the session's template, which takes a
+    second where the two dbt commands take half a minute. Yields (env, database); dropped
+    afterwards."""
+    database = database or f"dbt_{uuid.uuid4().hex[:8]}"
     env = _dbt_database_env(embedded_stack, database)
     client = embedded_stack.client()
+    _drop(embedded_stack, database)  # what a test stopped before its teardown may have left
     ensure_tables(client, env["EVENTHOUSE_RAW_DATABASE"])
     client.command(f"CREATE DATABASE `{database}`")
     try:
@@ -99,9 +116,11 @@ def prepared_database(embedded_stack, template: PreparedTemplate) -> Iterator[tu
 
 @pytest.fixture()
 def dbt_env(embedded_stack, prepared_template, tmp_path) -> Iterator[tuple[dict[str, str], str, Path]]:
-    """A prepared dbt database of the test's own (prepared_database).
+    """A prepared dbt database of the test's own (prepared_database), WORK_DATABASE, and a target
+    directory that starts from the session's parse of the project for it.
 
     Yields (env, database, target_path); pass env and target_path to `run_dbt`.
     """
-    with prepared_database(embedded_stack, prepared_template) as (env, database):
+    shutil.copy(prepared_template.work_parse, tmp_path / "partial_parse.msgpack")
+    with prepared_database(embedded_stack, prepared_template, WORK_DATABASE) as (env, database):
         yield env, database, tmp_path
