@@ -48,7 +48,8 @@ dbt-checks: $(STAMP)
 	$(BIN)/eventhouse load --create-tables-only
 	$(BIN)/sqlfluff lint models macros analyses tests/dbt
 	$(BIN)/dbt seed --profiles-dir . --project-dir .
-	@# unit tests of incremental models read the columns of `this`: it must exist before `dbt build`
+	@# unit tests of incremental models read the columns of `this`: it must exist before `dbt build` (on a
+	@# new database a plain `dbt build` stops at once and names these two commands: macros/hooks/)
 	$(BIN)/dbt run --empty --select +config.materialized:incremental --profiles-dir . --project-dir .
 	$(BIN)/dbt build --profiles-dir . --project-dir .
 

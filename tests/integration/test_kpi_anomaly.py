@@ -15,10 +15,12 @@ import pytest
 from ingestion.contract import make_event
 from ingestion.raw_writer import RawWriter
 from tests.integration.dbt_support import run_dbt
+from tests.integration.warehouse_reference import dbt_vars
 
 pytestmark = pytest.mark.integration
 
 START = date(2026, 3, 2)
+DBT_VARS = dbt_vars()
 
 
 def _ok(args: list[str], env: dict, target) -> str:
@@ -58,13 +60,13 @@ def test_the_kpi_anomaly_sql_returns_the_spike_and_nothing_for_a_flat_series(emb
 
     spike = _failing_rows(env, target, database, "spiking_series")
     assert [row["metric_date"] for row in spike] == [str(START + timedelta(days=20))]
-    assert spike[0]["kpi_value"] == 100 and spike[0]["prior_days"] == 14  # kpi_anomaly_trailing_days
+    assert spike[0]["kpi_value"] == 100 and spike[0]["prior_days"] == DBT_VARS["kpi_anomaly_trailing_days"]
     assert spike[0]["trailing_mean"] == pytest.approx(10.5)
-    assert spike[0]["z_score"] > 3 and spike[0]["is_anomaly"] is True
+    assert spike[0]["z_score"] > DBT_VARS["kpi_anomaly_z_threshold"] and spike[0]["is_anomaly"] is True
 
     drop = _failing_rows(env, target, database, "dropping_series")
     assert [row["metric_date"] for row in drop] == [str(START + timedelta(days=20))]
-    assert drop[0]["z_score"] < -3
+    assert drop[0]["z_score"] < -DBT_VARS["kpi_anomaly_z_threshold"]
 
     # The optional arguments are used: a threshold above the spike's z-score passes it, and a
     # window of 1 day has too few prior days for any z-score.

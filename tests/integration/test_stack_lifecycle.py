@@ -113,10 +113,11 @@ def test_sigterm_shuts_down_cleanly_and_keeps_every_acknowledged_insert(tmp_path
         restarted.wait_ready()
         client = clickhouse_connect.get_client(host="127.0.0.1", port=port)
         batches = client.query("SELECT batch, count() FROM default.kept GROUP BY batch ORDER BY batch").result_rows
-        # Every acknowledged batch is there whole; nothing else is (an insert is all or nothing).
+        # Every acknowledged batch is there whole (an insert is all or nothing); besides them at
+        # most the one batch in flight at the SIGTERM, whose answer never came back.
         assert [b for b, _ in batches if b in acknowledged] == acknowledged
         assert all(count == 20_000 for _, count in batches)
-        assert len(acknowledged) >= 3
+        assert {b for b, _ in batches} - set(acknowledged) <= {len(acknowledged)}
     finally:
         restarted.process.send_signal(signal.SIGTERM)
         restarted.process.wait(timeout=60)

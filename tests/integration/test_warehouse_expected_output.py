@@ -1,19 +1,25 @@
-"""The warehouse against checked-in expected output, in the style of Snowplow's dbt packages.
+"""The warehouse through late and re-delivered batches, against values worked out independently.
 
 Fixed small input events go through the real broker and loader: a first batch, then a full
-refresh; a batch of late events (one bridges two game sessions, others extend clickstream
-sessions and days), then an incremental run; a batch that re-delivers events already loaded
-(same event_ids) plus a new day, then another incremental run. After that every mart must equal
-`warehouse_case/expected/<model>.csv`, and a full refresh must give exactly the same tables.
+refresh of a brand-new database; a batch of late events (one bridges two game sessions, others
+extend clickstream sessions and days), then an incremental run; a batch that re-delivers events
+already loaded (same event_ids) plus a new day, then another incremental run. Then:
+- the core marts (fct_sessions, the clickstream daily metrics, funnel and popular items, the
+  clickstream and game anomalies, user retention, fct_orders) must equal what
+  tests/integration/warehouse_reference.py computes in plain Python from the same input events;
+- every other mart and snapshot of the manifest must equal its regression snapshot,
+  `warehouse_case/expected/<model>.csv`: the models' own earlier output, there to make a change
+  visible in review, not evidence that the output is right;
+- a full refresh must give exactly the tables the incremental runs gave.
 
 The batches also carry odd events the loader accepts (ODD_EVENTS): one per staging invariant,
 each of which used to fail an error-severity dbt test (or overflow a Decimal, or be silently
 typed to 0/NULL) and skip up to ~300 of the build's nodes. Each must land in its source's
 quarantine model with its reason, named by the warn test, while every build completes and the
-marts stay exactly as expected (the expected CSVs know nothing of them). One clean order event
-of batch 1 comes back in batch 3 with an unknown status: fct_events, incremental, must drop it.
+marts stay exactly as expected. One clean order event of batch 1 comes back in batch 3 with an
+unknown status: fct_events, incremental, must drop it.
 
-Regenerate the expected files (then read the diff!) with:
+Rewrite the regression snapshots (then read the diff!) with:
     EVENTHOUSE_UPDATE_EXPECTED=1 pytest tests/integration/test_warehouse_expected_output.py
 """
 
@@ -22,69 +28,44 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
-import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.contract import make_event
 from ingestion.loader import Loader, LoaderConfig
 from ingestion.publisher import Publisher
-from orchestration.project import dbt_executable
 from settings import REPO_ROOT, load_settings
+from tests.conftest import running_stack
+from tests.integration import warehouse_reference as reference
+from tests.integration.dbt_support import run_dbt
 
 pytestmark = pytest.mark.integration
 
 CASE = Path(__file__).parent / "warehouse_case"
 BATCHES = ["batch_1.jsonl", "batch_2_late.jsonl", "batch_3_redelivered.jsonl"]
 UPDATE = os.environ.get("EVENTHOUSE_UPDATE_EXPECTED") == "1"
+with (REPO_ROOT / "seeds" / "event_types.csv").open() as _types:
+    DOMAIN_OF = {row["event_type"]: row["domain"] for row in csv.DictReader(_types)}
+DOMAINS = sorted(set(DOMAIN_OF.values()))
 
-# Every mart, with a deterministic order; columns that record when something ran are left out.
-MARTS = {
-    "fct_events": "event_id",
-    "fct_sessions": "session_id",
-    "dim_users": "user_id",
-    "dim_items": "item_id",
-    "dim_products": "product_id",
-    "clickstream_daily_metrics": "metric_date",
-    "clickstream_session_funnel": "metric_date, stage_order",
-    "clickstream_popular_items": "metric_date, item_id",
-    "clickstream_popular_categories": "metric_date, category",
-    "clickstream_trending_items": "as_of_date, trend_rank",
-    "clickstream_anomalies": "session_id, anomaly_type, window_start",
-    "game_anomalies": "anomaly_type, user_id, window_start, event_id",
-    "latency_daily": "event_date, domain",
-    "latency_late_events": "event_id",
-    "game_pipeline_data_quality": "event_date",
-    "kpi_daily": "metric_date",
-    "kpi_anomalies": "metric_date, kpi_name",
-    "fct_anomalies": "anomaly_id",
-    "economy_daily_kpis": "metric_date",
-    "economy_user_daily_gold": "activity_date, user_id",
-    "economy_event_completion": "live_event_id",
-    "economy_mission_completion": "mission_id",
-    "economy_whales": "user_id",
-    "economy_duplicate_claims": "claim_event_type, user_id, claim_entity_id, progress_version",
-    "fct_orders": "order_id",
-    "commerce_daily_sales": "order_date",
-    "commerce_hourly_sales": "order_hour",
-    "commerce_order_status_distribution": "order_status",
-    "commerce_stats": "total_orders",
-    "user_retention": "user_type, cohort_date",
-    "user_retention_weekly": "user_type, cohort_week, weeks_since_first_seen",
-    "engagement_active_users": "user_type, activity_date",
-    "game_stage_difficulty": "stage_key",
-    "game_mode_split": "event_date, game_mode",
-    "game_time_attack_leaderboard": "leaderboard_rank",
-    "game_daily_user_summary": "event_date, user_id",
-    "game_chapter_clear_rates": "event_date, chapter_number",
-    "snp_users": "user_id, dbt_valid_from",
-    "snp_order_status": "order_id, dbt_valid_from",
+# Marts the regression snapshots leave out, and why. Every other mart and snapshot of the manifest
+# is either checked against warehouse_reference.py (CORE_MARTS) or has a regression snapshot.
+NOT_SNAPSHOTTED = {
+    "dim_date": "the calendar: a generated series of dim_date_start..dim_date_end, no input of the case",
+    "dim_stages": "the game_stages seed, typed (tests/integration/test_dbt_project.py checks it)",
 }
+# marts/realtime: insert-time aggregates count deliveries, and this case re-delivers events on
+# purpose (tests/integration/test_realtime_aggregates.py checks them against fct_events)
+NOT_SNAPSHOTTED_FOLDERS = {"realtime"}
 
 
 def _odd(event_type: str, event_id: str, ts: str, payload: dict, ingested_at: str | None = None, **envelope) -> dict:
@@ -318,15 +299,7 @@ RUN_TIME_COLUMNS = {"loaded_at", "max_loaded_at", "detected_at"}
 
 def _dbt(args: list[str], env: dict[str, str], target: Path) -> list[dict]:
     """Runs dbt; returns run_results.json's results (of this invocation)."""
-    run_env = {**env, "DBT_TARGET_PATH": str(target), "DBT_LOG_PATH": str(target / "logs")}
-    result = subprocess.run(
-        [dbt_executable(), *args, "--project-dir", str(REPO_ROOT), "--profiles-dir", str(REPO_ROOT)],
-        capture_output=True,
-        text=True,
-        env=run_env,
-        cwd=REPO_ROOT,
-        timeout=900,
-    )
+    result = run_dbt(args, env, target, timeout=900)
     assert result.returncode == 0, f"dbt {' '.join(args)} failed:\n{result.stdout[-6000:]}"
     return json.loads((target / "run_results.json").read_text())["results"]
 
@@ -363,25 +336,58 @@ def _assert_quarantine_warnings_name_the_events(client, results: list[dict], exp
         }
 
 
-def _load(batch: str, env: dict[str, str], extra: list[dict]) -> dict:
+def _deliveries(batch: int) -> list[dict]:
+    """The events batch `batch` publishes: its file's, then its odd events."""
+    lines = (CASE / BATCHES[batch]).read_bytes().splitlines()
+    return [orjson.loads(line) for line in lines] + ODD_EVENTS[batch]
+
+
+def _load(batch: int, env: dict[str, str]) -> None:
+    """Publishes the batch and runs the loader until it has caught up (bounded by max_seconds)."""
     settings = load_settings(env)
     publisher = Publisher(settings.kafka, client_id="warehouse-case")
     try:
-        for line in (CASE / batch).read_bytes().splitlines():
-            publisher.publish(orjson.loads(line))
-        for event in extra:
+        for event in _deliveries(batch):
             publisher.publish(event)
     finally:
         publisher.close()
     config = LoaderConfig(until_caught_up=True, max_seconds=120, group_id="warehouse-case", session_timeout_ms=6000)
-    return Loader(settings, config).run().summary()
+    Loader(settings, config).run()
 
 
-def _table_csv(client, table: str, order_by: str) -> str:
+def _distinct_raw_events(client, raw_database: str) -> int:
+    """Distinct event ids per domain in the raw tables (a loader that re-reads a message writes
+    a row ClickHouse drops by its deduplication token; re-deliveries keep their event id)."""
+    return sum(
+        client.command(f"SELECT uniqExact(event_id) FROM `{raw_database}`.raw_{domain}_events") for domain in DOMAINS
+    )
+
+
+def _published_distinct(batches: int) -> int:
+    events = [e for batch in range(batches) for e in _deliveries(batch)]
+    return len({(DOMAIN_OF[e["event_type"]], e["event_id"]) for e in events})
+
+
+def _snapshotted_marts(manifest: dict) -> list[str]:
+    """Every mart and snapshot of the manifest but those NOT_SNAPSHOTTED says why not."""
+    names = []
+    for node in manifest["nodes"].values():
+        if node["resource_type"] == "snapshot" or (
+            node["resource_type"] == "model"
+            and node["fqn"][1] == "marts"
+            and node["fqn"][2] not in NOT_SNAPSHOTTED_FOLDERS
+            and node["name"] not in NOT_SNAPSHOTTED
+        ):
+            names.append(node["name"])
+    return sorted(names)
+
+
+def _table_csv(client, table: str) -> str:
+    """The table as CSV, run-time columns left out, rows in the order of all their values."""
     columns = [
         row[0] for row in client.query(f"DESCRIBE TABLE `{table}`").result_rows if row[0] not in RUN_TIME_COLUMNS
     ]
-    result = client.query(f"SELECT {', '.join(columns)} FROM `{table}` ORDER BY {order_by}")
+    result = client.query(f"SELECT {', '.join(columns)} FROM `{table}` ORDER BY ALL")
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -390,55 +396,187 @@ def _table_csv(client, table: str, order_by: str) -> str:
     return out.getvalue()
 
 
-def test_marts_match_expected_output_through_late_and_redelivered_batches(own_stack, tmp_path):
-    env = own_stack.env
-    client = own_stack.client(database="eventhouse")
+@dataclass
+class BuiltCase:
+    """The case's warehouse after all three batches, and what was observed on the way."""
 
-    # (a restarted loader may re-read a message it had already written; ClickHouse drops the
-    # repeat by its deduplication token, so the distinct events below are what must add up)
-    assert _load(BATCHES[0], env, ODD_EVENTS[0])["rows_loaded"] >= 164 + len(ODD_EVENTS[0])
-    for step in DBT_PREPARE_STEPS:
-        _dbt(step, env, tmp_path)
-    _assert_built_every_node(_dbt(["build", "--full-refresh"], env, tmp_path), client, UNKNOWN_STAGES)
-    sessions_before = client.command("SELECT count() FROM fct_sessions WHERE domain = 'game'")
-    # the clean order event is in fct_events for now
-    assert client.command(f"SELECT count() FROM fct_events WHERE event_id = '{FLIP}'") == 1
+    client: Any
+    marts: list[str]
+    incremental: dict[str, str]  # mart -> CSV after the incremental runs
+    refreshed: dict[str, str]  # mart -> CSV after a full refresh
+    observed: dict[str, Any] = field(default_factory=dict)
+    expected_observed: dict[str, Any] = field(default_factory=dict)
 
-    assert _load(BATCHES[1], env, ODD_EVENTS[1])["rows_loaded"] >= 8 + len(ODD_EVENTS[1])
-    _assert_built_every_node(_dbt(["build"], env, tmp_path), client, UNKNOWN_STAGES)
-    # The late heartbeat bridged u1's two game sessions into one.
-    assert client.command("SELECT count() FROM fct_sessions WHERE domain = 'game'") == sessions_before - 1
 
-    assert _load(BATCHES[2], env, ODD_EVENTS[2])["rows_loaded"] >= 9 + len(ODD_EVENTS[2])
-    results = _dbt(["build"], env, tmp_path)
-    _assert_built_every_node(results, client, UNKNOWN_STAGES | REDELIVERY)
-    _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
-    # 181 lines, 3 of them re-deliveries of events already loaded: 178 distinct events. Of the
-    # odd events, the quarantined ones are not in fct_events (the one that came back with an
-    # unknown status was deleted from it), and the reused event id collapsed into the click.
-    assert client.command("SELECT count() FROM fct_events") == 178
-    assert client.command(f"SELECT count() FROM fct_events WHERE event_id = '{FLIP}'") == 0
-    assert client.command("SELECT event_type FROM fct_events WHERE event_id = 'c-s100-1'") == "clickstream.click"
+@pytest.fixture(scope="module")
+def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
+    """The case through the broker, the loader and dbt, once for this module's tests.
 
-    incremental = {table: _table_csv(client, table, order) for table, order in MARTS.items()}
-    # The staging views take the quarantine tables' verdicts for events loaded up to the run's
-    # checked_through (the newest loaded_at less quarantine_lookback_minutes) and check later ones
-    # themselves: so far every event was later (loaded minutes ago); with no lookback, none is.
-    results = _dbt(["build", "--full-refresh", "--vars", "{quarantine_lookback_minutes: 0}"], env, tmp_path)
-    raw = load_settings(env).clickhouse.raw_database
-    for domain in ("clickstream", "game", "economy"):
-        checked = f"SELECT checked_through FROM base_raw__quarantine_checked_through WHERE domain = '{domain}'"
-        assert client.command(checked) == client.command(f"SELECT max(loaded_at) FROM `{raw}`.raw_{domain}_events")
-    _assert_built_every_node(results, client, UNKNOWN_STAGES, UNKNOWN_STAGES | REDELIVERY)
-    _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
-    refreshed = {table: _table_csv(client, table, order) for table, order in MARTS.items()}
-    for table in MARTS:
-        assert incremental[table] == refreshed[table], f"{table}: incremental runs differ from a full refresh"
+    Unit tests are left out of these builds: they do not read the data, and `make dbt-checks`
+    and test_dbt_project.py run them all. The first build is a full refresh of a brand-new
+    database, so it needs no preparation (seeds are built by it)."""
+    target = tmp_path_factory.mktemp("warehouse-case")
+    build = ["build", "--exclude-resource-type", "unit_test"]
+    with running_stack("eventhouse-case-") as stack:
+        env = stack.env
+        client = stack.client(database="eventhouse")
+        raw = load_settings(env).clickhouse.raw_database
+        observed: dict[str, Any] = {}
+        expected: dict[str, Any] = {}
 
+        _load(0, env)
+        observed["distinct raw events after batch 1"] = _distinct_raw_events(client, raw)
+        expected["distinct raw events after batch 1"] = _published_distinct(1)
+        _assert_built_every_node(_dbt([*build, "--full-refresh"], env, target), client, UNKNOWN_STAGES)
+        sessions_before = client.command("SELECT count() FROM fct_sessions WHERE domain = 'game'")
+        # the clean order event is in fct_events for now
+        observed["FLIP in fct_events after batch 1"] = client.command(
+            f"SELECT count() FROM fct_events WHERE event_id = '{FLIP}'"
+        )
+        expected["FLIP in fct_events after batch 1"] = 1
+
+        _load(1, env)
+        observed["distinct raw events after batch 2"] = _distinct_raw_events(client, raw)
+        expected["distinct raw events after batch 2"] = _published_distinct(2)
+        _assert_built_every_node(_dbt(build, env, target), client, UNKNOWN_STAGES)
+        # The late heartbeat bridged u1's two game sessions into one.
+        observed["game sessions merged by batch 2"] = sessions_before - client.command(
+            "SELECT count() FROM fct_sessions WHERE domain = 'game'"
+        )
+        expected["game sessions merged by batch 2"] = 1
+
+        _load(2, env)
+        observed["distinct raw events after batch 3"] = _distinct_raw_events(client, raw)
+        expected["distinct raw events after batch 3"] = _published_distinct(3)
+        results = _dbt(build, env, target)
+        _assert_built_every_node(results, client, UNKNOWN_STAGES | REDELIVERY)
+        _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
+        # 181 lines, 3 of them re-deliveries of events already loaded: 178 distinct events. Of the
+        # odd events, the quarantined ones are not in fct_events (the one that came back with an
+        # unknown status was deleted from it), and the reused event id collapsed into the click.
+        observed["fct_events rows"] = client.command("SELECT count() FROM fct_events")
+        expected["fct_events rows"] = 178
+        observed["FLIP in fct_events after batch 3"] = client.command(
+            f"SELECT count() FROM fct_events WHERE event_id = '{FLIP}'"
+        )
+        expected["FLIP in fct_events after batch 3"] = 0
+        observed["type of c-s100-1"] = client.command("SELECT event_type FROM fct_events WHERE event_id = 'c-s100-1'")
+        expected["type of c-s100-1"] = "clickstream.click"
+
+        marts = _snapshotted_marts(json.loads((target / "manifest.json").read_text()))
+        incremental = {table: _table_csv(client, table) for table in marts}
+        # The staging views take the quarantine tables' verdicts for events loaded up to the run's
+        # checked_through (the newest loaded_at less quarantine_lookback_minutes) and check later
+        # ones themselves: so far every event was later (loaded minutes ago); with no lookback,
+        # none is.
+        results = _dbt([*build, "--full-refresh", "--vars", "{quarantine_lookback_minutes: 0}"], env, target)
+        for domain in ("clickstream", "game", "economy"):
+            checked = f"SELECT checked_through FROM base_raw__quarantine_checked_through WHERE domain = '{domain}'"
+            observed[f"{domain} checked_through"] = client.command(checked)
+            expected[f"{domain} checked_through"] = client.command(
+                f"SELECT max(loaded_at) FROM `{raw}`.raw_{domain}_events"
+            )
+        _assert_built_every_node(results, client, UNKNOWN_STAGES, UNKNOWN_STAGES | REDELIVERY)
+        _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
+        refreshed = {table: _table_csv(client, table) for table in marts}
+        yield BuiltCase(client, marts, incremental, refreshed, observed, expected)
+
+
+def test_batches_load_and_build_as_worked_out(built_case: BuiltCase):
+    assert built_case.observed == built_case.expected_observed
+
+
+def test_incremental_runs_equal_a_full_refresh(built_case: BuiltCase):
+    differ = [table for table in built_case.marts if built_case.incremental[table] != built_case.refreshed[table]]
+    assert not differ, f"incremental runs differ from a full refresh in {differ}"
+
+
+def _reference_rows() -> dict[str, list[dict]]:
+    events = reference.clean_events(
+        [e for batch in range(len(BATCHES)) for e in _deliveries(batch)],
+        {event_id for events in QUARANTINED.values() for event_id in events},
+    )
+    dbt_vars = reference.dbt_vars()
+    return {mart: compute(events, dbt_vars) for mart, (compute, _) in reference.CORE_MARTS.items()}
+
+
+# rounded in the marts: percentages (4 decimals), money (cents), ratios (6 decimals)
+ROUNDED = {"percentage": 0.005, "share_of_clicking_sessions": 0.005, "drop_rate": 0.005}
+
+
+def _same(column: str, actual: Any, expected: Any) -> bool:
+    if expected is None or actual is None:
+        return actual is None and expected is None
+    if isinstance(expected, datetime):
+        return actual.replace(tzinfo=None) == expected
+    if isinstance(expected, float | Decimal) and not isinstance(expected, bool):
+        tolerance = ROUNDED.get(column, 0.005 if isinstance(expected, Decimal) else 1e-6)
+        return math.isclose(float(actual), float(expected), rel_tol=1e-9, abs_tol=tolerance)
+    if isinstance(expected, list):
+        return list(actual) == expected
+    return actual == expected
+
+
+def _mismatches(client, changed: bool) -> dict[str, list]:
+    """Per core mart, the rows where the mart and the independent computation disagree, over the
+    columns whose definition issue 14 changed (`changed`) or all the others."""
+    found = {}
+    for mart, rows in _reference_rows().items():
+        _, order_by = reference.CORE_MARTS[mart]
+        changed_columns = reference.CHANGED_DEFINITIONS.get(mart, set())
+        columns = [c for c in (rows[0] if rows else {}) if (c in changed_columns) == changed]
+        if not columns:
+            continue
+        existing = {row[0] for row in client.query(f"DESCRIBE TABLE `{mart}`").result_rows}
+        problems: list = [f"no column {c}" for c in columns if c not in existing]
+        columns = [c for c in columns if c in existing]
+        select = f"SELECT {', '.join(columns)} FROM `{mart}` ORDER BY {order_by}"
+        actual = list(client.query(select).named_results()) if columns else []
+        problems += [
+            (i, c, a.get(c), e[c])
+            for i, (a, e) in enumerate(zip(actual, rows, strict=False))
+            for c in columns
+            if not _same(c, a.get(c), e[c])
+        ]
+        if len(actual) != len(rows):
+            problems.append(("rows", len(actual), len(rows)))
+        if problems:
+            found[mart] = problems
+    return found
+
+
+def test_core_marts_equal_an_independent_computation(built_case: BuiltCase):
+    """fct_sessions, the clickstream daily metrics, funnel and popular items, the anomalies,
+    retention and fct_orders against tests/integration/warehouse_reference.py."""
+    # the case gives every core mart rows to compare
+    assert all(_reference_rows().values())
+    assert _mismatches(built_case.client, changed=False) == {}
+
+
+def test_definitions_changed_by_issue_14(built_case: BuiltCase):
+    """avg_order_value = revenue / purchases (revenue_per_buying_session keeps the former measure);
+    the funnel's percentage = a stage's count / the three stages' counts x 100
+    (share_of_clicking_sessions keeps the former). Fails until the models follow issue 14."""
+    assert _mismatches(built_case.client, changed=True) == {}
+
+
+def test_other_marts_equal_their_regression_snapshots(built_case: BuiltCase):
+    """The marts not computed independently against warehouse_case/expected/<mart>.csv: a
+    snapshot of their own earlier output, so a change shows up in review.
+    EVENTHOUSE_UPDATE_EXPECTED=1 rewrites these snapshots (then read the diff!); the core marts
+    have no snapshot to rewrite."""
     expected_dir = CASE / "expected"
+    snapshotted = [table for table in built_case.marts if table not in reference.CORE_MARTS]
     if UPDATE:
-        for table, text in refreshed.items():
-            (expected_dir / f"{table}.csv").write_text(text)
-    for table, text in refreshed.items():
-        expected = (expected_dir / f"{table}.csv").read_text()
-        assert text == expected, f"{table} differs from warehouse_case/expected/{table}.csv:\n{text}"
+        for table in snapshotted:
+            (expected_dir / f"{table}.csv").write_text(built_case.refreshed[table])
+    without = [table for table in snapshotted if not (expected_dir / f"{table}.csv").exists()]
+    assert not without, f"no regression snapshot (EVENTHOUSE_UPDATE_EXPECTED=1 writes one) for {without}"
+    for table in snapshotted:
+        text = built_case.refreshed[table]
+        header, *rows = (expected_dir / f"{table}.csv").read_text().splitlines()
+        got_header, *got_rows = text.splitlines()
+        # the row order of a snapshot is not part of it
+        assert (got_header, sorted(got_rows)) == (header, sorted(rows)), (
+            f"{table} differs from warehouse_case/expected/{table}.csv:\n{text}"
+        )
