@@ -111,11 +111,12 @@ def test_kafka_topics_and_raw_tables(assets):
 
 def test_lineage_topic_to_marts(assets):
     """kafka/game.events -> raw_game_events -> base_game__events (adds the quarantine reasons)
-    -> stg_game__events -> fct_events -> kpi_daily, one hop at a time."""
+    -> stg_game__events -> int_events_unioned -> fct_events -> kpi_daily, one hop at a time."""
     assert _deps(assets["eventhouse_raw/raw_game_events"]) == {"kafka/game.events"}
     assert "eventhouse_raw/raw_game_events" in _deps(assets["base_game__events"])
     assert "base_game__events" in _deps(assets["stg_game__events"])
-    assert "stg_game__events" in _deps(assets["fct_events"])
+    assert "stg_game__events" in _deps(assets["int_events_unioned"])
+    assert "int_events_unioned" in _deps(assets["fct_events"])
     assert "fct_events" in _deps(assets["kpi_daily"])
     assert "eventhouse_raw/raw_orders_events" in _deps(assets["base_orders__order_events"])
     assert "base_orders__order_events" in _deps(assets["stg_orders__order_events"])
