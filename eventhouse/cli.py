@@ -18,6 +18,7 @@ from settings import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_BATCH_SECONDS,
     DEFAULT_DATABASE,
+    DEFAULT_METRICS_HOST,
     DEFAULT_RAW_DATABASE,
     DEFAULT_RETRY_MAX_SLEEP_SECONDS,
     REPO_ROOT,
@@ -41,6 +42,16 @@ def _port(text: str) -> int:
     if not 1 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
     return port
+
+
+def _port_or_zero(text: str) -> int:
+    """A port number, or 0 for one the system picks."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return _port(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 picks a free one)") from None
 
 
 def _home(text: str) -> Path:
@@ -268,7 +279,22 @@ def cmd_load(args: argparse.Namespace) -> int:
     )
     if args.retry_max_sleep is not None:
         config.retry_max_sleep = args.retry_max_sleep
-    stats = Loader(settings, config).run()
+    from ingestion.loader_metrics import LoaderMetrics, MetricsServer
+
+    metrics = LoaderMetrics()
+    server = None
+    if args.metrics_port is not None:
+        try:
+            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)
+        except OSError as exc:  # the port is taken, or the host is not this machine's
+            raise InputError(
+                f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"
+            ) from None
+    try:
+        stats = Loader(settings, config, metrics=metrics).run()
+    finally:
+        if server is not None:
+            server.close()
     print(json.dumps(stats.summary(), indent=2))
     return 0
 
@@ -484,6 +510,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"longest wait in seconds between retries while ClickHouse or Kafka is down (default "
         f"{DEFAULT_RETRY_MAX_SLEEP_SECONDS:g}; they start at 0.2 and double)",
+    )
+    load.add_argument(
+        "--metrics-port",
+        type=_port_or_zero,
+        default=None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics during the run (0: a free port, logged; "
+        "off by default)",
+    )
+    load.add_argument(
+        "--metrics-host",
+        default=DEFAULT_METRICS_HOST,
+        help=f"address the metrics endpoint binds to (default {DEFAULT_METRICS_HOST})",
     )
     load.set_defaults(func=cmd_load)
 

@@ -33,6 +33,7 @@ from kafka import ConsumerRebalanceListener
 from ingestion.batch_log import NOTHING_LOGGED, read_progress, resume_point
 from ingestion.batch_writer import BatchWriter
 from ingestion.dead_letters import DlqPublisher
+from ingestion.loader_metrics import LoaderMetrics
 from ingestion.loader_stats import LoaderStats
 from ingestion.partition_ranges import Batch, PartitionState, clickhouse_time, seal_batch
 from ingestion.raw_tables import ensure_tables
@@ -78,11 +79,19 @@ class LoaderConfig:
 
 
 class Loader:
-    def __init__(self, settings: Settings, config: LoaderConfig, loader_id: str | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        config: LoaderConfig,
+        loader_id: str | None = None,
+        metrics: LoaderMetrics | None = None,
+    ):
         self.settings = settings
         self.config = config
         self.loader_id = loader_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = LoaderStats()
+        # Always kept (a few counter updates per batch); served only when the caller starts a MetricsServer.
+        self.metrics = metrics or LoaderMetrics()
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self._stop = threading.Event()
         self._deadline: float | None = None
@@ -240,6 +249,7 @@ class Loader:
         self.flush([k for k in keys if k in self.partitions], commit=False)
         for key in keys:
             self.partitions.pop(key, None)
+            self.metrics.forget_partition(*key)
 
     # ---- the loop ------------------------------------------------------------------
 
@@ -270,8 +280,11 @@ class Loader:
                     state = self.partitions.get((tp.topic, tp.partition))
                     if state is None:
                         continue
+                    # one metric update per partition and poll, not per message (the hot path)
+                    before = self.stats.messages
                     for message in messages:
                         self._accept(state, message)
+                    self.metrics.consumed(tp.topic, self.stats.messages - before)
                 self.stats.parse_s += time.perf_counter() - parse_started
                 self._check_resets()
                 if self._should_flush() or (self.config.until_caught_up and not polled):
@@ -418,7 +431,9 @@ class Loader:
         for state in self.partitions.values():
             highwater = self._consumer.highwater(TopicPartition(state.topic, state.partition))
             if highwater is not None and state.next_offset is not None:
-                self.stats.lag[f"{state.topic}[{state.partition}]"] = max(highwater - state.next_offset, 0)
+                lag = max(highwater - state.next_offset, 0)
+                self.stats.lag[f"{state.topic}[{state.partition}]"] = lag
+                self.metrics.lag(state.topic, state.partition, lag)
 
     # ---- flushing ----------------------------------------------------------------
 
@@ -470,6 +485,13 @@ class Loader:
             stats.insert_latencies_ms.append(chunk.insert_ms)
             stats.batch_sizes.append(chunk.row_count + len(chunk.dead))
             stats.dead_letters += len(chunk.dead)
+            self.metrics.range_written(
+                chunk.topic,
+                chunk.row_count,
+                chunk.written,
+                (letter.reason for letter in chunk.dead),
+                chunk.insert_ms / 1000,
+            )
         stats.batches += 1
         owned = [c for c in batch.chunks if (c.topic, c.partition) in self.partitions]
         offsets = {TopicPartition(c.topic, c.partition): OffsetAndMetadata(c.last_offset + 1, "", -1) for c in owned}

@@ -32,6 +32,9 @@ DEFAULT_KAFKA_SESSION_TIMEOUT_MS = 6000
 DEFAULT_BATCH_ROWS = 5000
 DEFAULT_BATCH_BYTES = 1_000_000
 DEFAULT_BATCH_SECONDS = 1.5
+# The loader's Prometheus endpoint (`eventhouse load --metrics-port`) listens on loopback unless told
+# otherwise: the metrics name topics and partitions, which need not leave the machine.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 # The longest wait between the loader's retries of a passing failure (ClickHouse or Kafka unreachable).
 DEFAULT_RETRY_MAX_SLEEP_SECONDS = 10.0
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +17,12 @@ from typing import TypeVar
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingestion.contract import make_event
 from ingestion.lag import group_lag
 from ingestion.publisher import Publisher
-from ingestion.topics import TOPICS
+from ingestion.topics import TOPICS, topic_for
 from settings import load_settings
 from tests.conftest import RunningStack
 
@@ -112,6 +116,32 @@ def _load_until_caught_up(stack: RunningStack, database: str, group: str, *extra
     return _summary(output)
 
 
+def _metrics_port(process: subprocess.Popen) -> tuple[int, list[str]]:
+    """The port a loader started with `--metrics-port 0` logged, and the output read up to that line."""
+    lines: list[str] = []
+    while line := process.stdout.readline():
+        lines.append(line)
+        found = re.search(r"serving Prometheus metrics on http://127\.0\.0\.1:(\d+)/metrics", line)
+        if found:
+            return int(found.group(1)), lines
+    raise AssertionError("the loader exited without serving metrics:\n" + "".join(lines)[-4000:])
+
+
+def _scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """The loader's metrics, as Prometheus would scrape them: sample name -> sorted labels -> value."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def _per_topic(samples: dict[str, dict[tuple[tuple[str, str], ...], float]], name: str) -> dict[str, float]:
+    return {dict(labels)["topic"]: value for labels, value in samples.get(name, {}).items()}
+
+
 def _counts(stack: RunningStack, database: str) -> dict[str, tuple[int, int]]:
     client = stack.client()
     counts = {}
@@ -155,8 +185,33 @@ def _assert_done_ranges_tile_every_partition(stack: RunningStack, database: str,
 
 def test_produce_load_exact_count_then_load_again_changes_nothing(own_stack):
     database, group = "raw_once", "g-once"
-    _produce(own_stack, _events(8000, run="once"))
-    summary = _load_until_caught_up(own_stack, database, group)
+    events = _events(8000, run="once")
+    _produce(own_stack, events)
+    # The first run serves its Prometheus metrics: scraped until they show every event loaded,
+    # then the loader is stopped as a service would be (SIGTERM) and prints its summary.
+    per_topic = dict(Counter(topic_for(event["event_type"]).name for event in events))
+    process = _loader(own_stack, "--max-seconds", "240", "--metrics-port", "0", database=database, group=group)
+    try:
+        port, head = _metrics_port(process)
+
+        def all_loaded() -> dict | None:
+            samples = _scrape(port)
+            return samples if _per_topic(samples, "eventhouse_loader_events_loaded_total") == per_topic else None
+
+        scraped = wait_until(all_loaded, "the metrics to show every event loaded")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    output = "".join(head) + rest
+    assert process.returncode == 0, output[-4000:]
+    assert _per_topic(scraped, "eventhouse_loader_events_consumed_total") == per_topic
+    assert set(_per_topic(scraped, "eventhouse_loader_duplicates_collapsed_total").values()) == {0}
+    assert "eventhouse_loader_dead_letters_total" not in scraped
+    # every message went through an insert: the batch sizes add up to them, one latency per range
+    assert scraped["eventhouse_loader_insert_batch_rows_sum"][()] == 8000
+    batches = scraped["eventhouse_loader_insert_batch_rows_count"][()]
+    assert batches >= 1 and scraped["eventhouse_loader_insert_seconds_count"][()] == batches
+    summary = _summary(output)
     assert (summary["messages"], summary["rows_loaded"], summary["dead_letters"]) == (8000, 8000, 0)
     # _events cycles through four domains: 2000 events each, each once.
     counts = _counts(own_stack, database)
