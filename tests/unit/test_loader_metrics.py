@@ -172,6 +172,25 @@ def test_the_loader_updates_the_metrics_where_it_updates_its_stats():
     assert got[("eventhouse_loader_insert_seconds_sum", ())] == 0.04
 
 
+def test_rows_written_by_materialized_views_do_not_count_as_loaded_or_go_negative():
+    # ClickHouse's written_rows adds what materialized views on the raw table wrote: 3 rows sent,
+    # 5 reported. All 3 landed; nothing was a duplicate; the loader must not stop over it.
+    loader = Loader(Settings(), LoaderConfig())
+    state = PartitionState("clickstream", 0, "clickstream", "tid")
+    for offset, value in enumerate([_click("a"), _click("b"), _click("c")]):
+        state.accept(Record(offset, value), ContractConfig(), NOW, NOW_TEXT, loader.stats)
+    batch = seal_batch([state])
+    assert batch is not None
+    (chunk,) = batch.chunks
+    chunk.written, chunk.insert_ms = 5, 10.0
+    loader._finish(batch, commit=False)
+
+    got = _samples(loader.metrics)
+    assert (loader.stats.rows_loaded, loader.stats.duplicates_collapsed) == (3, 0)
+    assert got[("eventhouse_loader_events_loaded_total", (("topic", "clickstream"),))] == 3
+    assert got[("eventhouse_loader_duplicates_collapsed_total", (("topic", "clickstream"),))] == 0
+
+
 def test_the_endpoint_serves_the_text_format_on_a_free_port_of_loopback():
     metrics = LoaderMetrics()
     metrics.consumed("orders", 11)
