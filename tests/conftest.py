@@ -9,16 +9,31 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from settings import REPO_ROOT, stack_env
 from stack.lifecycle import EmbeddedStack, clickhouse_ready
 from stack.processes import free_port
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.05) -> T:
+    """Poll `condition` until it returns something true (and return that), failing after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(interval)
 
 
 @dataclass
@@ -121,14 +136,12 @@ class ServerProcess:
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited early: {self.process.stdout.read()}")
-            if clickhouse_ready(self.port):
-                return
-            time.sleep(0.1)
-        raise AssertionError("server did not become ready")
+            return clickhouse_ready(self.port)
+
+        wait_until(ready, "the server to become ready", timeout, interval=0.1)
 
     def output(self) -> str:
         return self.process.stdout.read() if self.process.stdout else ""

@@ -7,13 +7,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import orjson
 import pytest
@@ -24,24 +21,11 @@ from ingestion.lag import group_lag
 from ingestion.publisher import Publisher
 from ingestion.topics import TOPICS, topic_for
 from settings import load_settings
-from tests.conftest import RunningStack
+from tests.conftest import RunningStack, wait_until
 
 pytestmark = pytest.mark.integration
 
 BASE = datetime(2024, 4, 1, tzinfo=UTC)
-T = TypeVar("T")
-
-
-def wait_until(condition: Callable[[], T], what: str, timeout: float = 60.0, interval: float = 0.05) -> T:
-    """Poll `condition` until it returns something true (and return that), failing after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"waited {timeout:g} s for {what}")
-        time.sleep(interval)
 
 
 def _events(n: int, start: int = 0, run: str = "r") -> list[dict]:

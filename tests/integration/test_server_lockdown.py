@@ -29,6 +29,7 @@ import pytest
 from stack.lifecycle import clickhouse_ready
 from stack.processes import free_port
 from stack.sql_guard import ENGINES, TABLE_FUNCTIONS
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -360,11 +361,12 @@ def own_server(tmp_path_factory) -> Iterator[int]:
         cwd=Path(__file__).resolve().parents[2],
     )
     try:
-        deadline = time.monotonic() + 60
-        while not clickhouse_ready(port):
+
+        def ready() -> bool:
             assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.1)
+            return clickhouse_ready(port)
+
+        wait_until(ready, "the server to become ready", interval=0.1)
         yield port
     finally:
         process.send_signal(signal.SIGTERM)

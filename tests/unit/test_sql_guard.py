@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -423,15 +422,17 @@ def test_concurrent_failures_from_one_address_queue():
     """Guesses from one address wait one after another, never side by side."""
     waiting: Counter[str] = Counter()
     peak: Counter[str] = Counter()
-    lock = threading.Lock()
+    changed = threading.Condition()
 
     def sleep(delay: float) -> None:
         address = threading.current_thread().name.split("-")[0]
-        with lock:
+        with changed:
             waiting[address] += 1
             peak[address] = max(peak[address], waiting[address])
-        time.sleep(0.05)  # stands in for the delay; long enough for the other threads to arrive
-        with lock:
+            changed.notify_all()
+            # The throttle's delay: held until a second guess from this address waits beside it
+            # (the failure this test exists to catch) or 50 ms have given the others time to arrive.
+            changed.wait_for(lambda: waiting[address] > 1, timeout=0.05)
             waiting[address] -= 1
 
     throttle = AuthThrottle(free_failures=0, base_delay=0.01, sleep=sleep)
