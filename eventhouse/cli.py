@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from settings import (
+    DEFAULT_ALERT_POLL_SECONDS,
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
     DEFAULT_BATCH_SECONDS,
@@ -299,6 +301,48 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    import signal
+
+    from alerting.metrics import AlertMetrics
+    from alerting.publisher import AlertPublisher
+    from ingestion.loader_metrics import MetricsServer
+    from settings import alert_settings
+
+    settings = load_settings()
+    config = alert_settings()
+    if args.interval is not None:
+        config = dataclasses.replace(config, poll_seconds=args.interval)
+    if args.webhook is not None and not args.webhook.startswith(("http://", "https://")):
+        raise InputError(f"--webhook {args.webhook}: not an http:// or https:// URL")
+    metrics = AlertMetrics()
+    server = None
+    if args.metrics_port is not None:
+        try:
+            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise InputError(
+                f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"
+            ) from None
+    try:
+        publisher = AlertPublisher(
+            settings, config, webhook_url=args.webhook, metrics=metrics, pipeline_checks=not args.no_pipeline
+        )
+        try:
+            # SIGTERM and SIGINT end the loop after the current delivery; the state stays consistent
+            # even without this (kill -9 is tested), this only makes the exit quiet and quick.
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: publisher.stop())
+            summary = publisher.run(once=args.once)
+        finally:
+            publisher.close()
+    finally:
+        if server is not None:
+            server.close()
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
 def _input_file(path: Path, option: str) -> Path:
     if not path.exists():
         raise InputError(f"{option} {path}: no such file")
@@ -525,6 +569,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.set_defaults(func=cmd_load)
 
+    alerts = sub.add_parser(
+        "alerts", help="publish live and pipeline anomalies to the alerts table, Kafka and a webhook, each once"
+    )
+    alerts.add_argument("--once", action="store_true", help="one pass, then exit printing a JSON summary")
+    alerts.add_argument(
+        "--interval",
+        type=_positive_float,
+        default=None,
+        help=f"seconds between polls (default {DEFAULT_ALERT_POLL_SECONDS:g}, EVENTHOUSE_ALERT_POLL_SECONDS)",
+    )
+    alerts.add_argument(
+        "--webhook", default=None, help="POST each alert to this URL (Slack-compatible JSON, Idempotency-Key header)"
+    )
+    alerts.add_argument(
+        "--no-pipeline", action="store_true", help="leave out the pipeline checks (live anomalies only)"
+    )
+    alerts.add_argument(
+        "--metrics-port",
+        type=_port_or_zero,
+        default=None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics while it runs (0: a free port, logged; "
+        "off by default)",
+    )
+    alerts.add_argument(
+        "--metrics-host",
+        default=DEFAULT_METRICS_HOST,
+        help=f"address the metrics endpoint binds to (default {DEFAULT_METRICS_HOST})",
+    )
+    alerts.set_defaults(func=cmd_alerts)
+
     produce = sub.add_parser("produce", help="publish events to Kafka").add_subparsers(dest="producer", required=True)
     yoochoose = produce.add_parser("yoochoose", help="replay RecSys 2015 (YOOCHOOSE) click and buy files")
     yoochoose.add_argument("--clicks", default=str(SAMPLES_DIR / "yoochoose-clicks.dat"))
@@ -584,13 +658,25 @@ def _failure(exc: BaseException) -> str | None:
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
     from kafka.errors import RetriableError
 
+    from alerting.kafka_channel import KafkaChannelError
+    from alerting.publisher import PublisherError
     from ingestion.loader import LoaderError, short_reason
     from ingestion.producers.yoochoose import MalformedLine
     from ingestion.topics import TopicMismatch
     from settings import ConfigError
     from stack.processes import ServiceError
 
-    if isinstance(exc, ConfigError | ServiceError | TopicMismatch | LoaderError | MalformedLine | InputError):
+    if isinstance(
+        exc,
+        ConfigError
+        | ServiceError
+        | TopicMismatch
+        | LoaderError
+        | MalformedLine
+        | InputError
+        | PublisherError
+        | KafkaChannelError,
+    ):
         return str(exc)
     if isinstance(exc, RetriableError):  # KafkaTimeoutError "Unable to bootstrap from ...", connection errors
         bootstrap = load_settings().kafka.bootstrap

@@ -45,6 +45,28 @@ DEFAULT_PARTITIONS_START = "2014-04-01"
 DEFAULT_LAG_THRESHOLD = 10_000
 DEFAULT_FRESHNESS_HOURS = 2.0
 
+# The alert publisher (`eventhouse alerts`, alerting/). It polls the live anomalies every second,
+# re-reads the live tables' inserts of the last 60 s at each poll (an insert's rows become visible
+# only when it ends, so a poll may see a newer row before an older insert finishes), and retries
+# a failed webhook delivery on later passes after 1 s, 2 s, 4 s, ... up to 5 minutes apart.
+DEFAULT_ALERT_POLL_SECONDS = 1.0
+DEFAULT_ALERT_POLL_OVERLAP_SECONDS = 60.0
+DEFAULT_ALERT_RETRY_BASE_SECONDS = 1.0
+DEFAULT_ALERT_RETRY_MAX_SECONDS = 300.0
+DEFAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS = 10.0
+# Pipeline alerts (the reference spec's thresholds): dead letters above 1% of the messages over the
+# last 5 minutes, loader insert latency p95 above 2 s over the same window, a delivery that failed
+# 5 times; loader lag and data age use DEFAULT_LAG_THRESHOLD and DEFAULT_FRESHNESS_HOURS. The checks
+# run every 30 s (the lag check asks Kafka), and one breach alerts once per hour-long bucket.
+DEFAULT_ALERT_DEAD_LETTER_RATE = 0.01
+DEFAULT_ALERT_INSERT_P95_SECONDS = 2.0
+DEFAULT_ALERT_PIPELINE_WINDOW_MINUTES = 5.0
+DEFAULT_ALERT_DELIVERY_FAILURES = 5
+DEFAULT_ALERT_PIPELINE_CHECK_SECONDS = 30.0
+DEFAULT_ALERT_PIPELINE_REPEAT_MINUTES = 60.0
+# The consumer group whose lag the pipeline alerts watch: the loader's (`eventhouse load --group-id`).
+DEFAULT_LOADER_GROUP_ID = "eventhouse-loader"
+
 # The event contract's limits (ingestion/contract.py): longer strings and events outside the
 # plausible window become dead letters. The earliest day accepts the 2014 YOOCHOOSE replay.
 DEFAULT_MAX_STRING_CHARS = 1024
@@ -123,6 +145,81 @@ def freshness_hours(env: Mapping[str, str] | None = None) -> float:
     if hours <= 0:
         raise ConfigError(f"EVENTHOUSE_FRESHNESS_HOURS={hours:g} must be above 0")
     return hours
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """The alert publisher's timing and the pipeline alerts' thresholds (alerting/)."""
+
+    poll_seconds: float = DEFAULT_ALERT_POLL_SECONDS
+    poll_overlap_seconds: float = DEFAULT_ALERT_POLL_OVERLAP_SECONDS
+    retry_base_seconds: float = DEFAULT_ALERT_RETRY_BASE_SECONDS
+    retry_max_seconds: float = DEFAULT_ALERT_RETRY_MAX_SECONDS
+    webhook_timeout_seconds: float = DEFAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS
+    dead_letter_rate: float = DEFAULT_ALERT_DEAD_LETTER_RATE
+    insert_p95_seconds: float = DEFAULT_ALERT_INSERT_P95_SECONDS
+    pipeline_window_minutes: float = DEFAULT_ALERT_PIPELINE_WINDOW_MINUTES
+    delivery_failures: int = DEFAULT_ALERT_DELIVERY_FAILURES
+    pipeline_check_seconds: float = DEFAULT_ALERT_PIPELINE_CHECK_SECONDS
+    pipeline_repeat_minutes: float = DEFAULT_ALERT_PIPELINE_REPEAT_MINUTES
+    lag_threshold: int = DEFAULT_LAG_THRESHOLD
+    freshness_hours: float = DEFAULT_FRESHNESS_HOURS
+    loader_group_id: str = DEFAULT_LOADER_GROUP_ID
+
+
+def _env_positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env_number(name, default, float, env)
+    if not value > 0:  # also refuses NaN
+        raise ConfigError(f"{name}={value:g} must be above 0")
+    return value
+
+
+def _env_non_negative_float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env_number(name, default, float, env)
+    if not value >= 0:
+        raise ConfigError(f"{name}={value:g} must not be negative")
+    return value
+
+
+def alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
+    """The EVENTHOUSE_ALERT_* variables (and the lag and freshness thresholds the pipeline alerts share)."""
+    env = os.environ if env is None else env
+    rate = _env_positive_float(env, "EVENTHOUSE_ALERT_DEAD_LETTER_RATE", DEFAULT_ALERT_DEAD_LETTER_RATE)
+    if rate >= 1:
+        raise ConfigError(f"EVENTHOUSE_ALERT_DEAD_LETTER_RATE={rate:g} is a share of messages: below 1 (0.01 is 1%)")
+    base = _env_positive_float(env, "EVENTHOUSE_ALERT_RETRY_BASE_SECONDS", DEFAULT_ALERT_RETRY_BASE_SECONDS)
+    ceiling = _env_positive_float(env, "EVENTHOUSE_ALERT_RETRY_MAX_SECONDS", DEFAULT_ALERT_RETRY_MAX_SECONDS)
+    if ceiling < base:
+        raise ConfigError(
+            f"EVENTHOUSE_ALERT_RETRY_MAX_SECONDS={ceiling:g} is below EVENTHOUSE_ALERT_RETRY_BASE_SECONDS={base:g}"
+        )
+    return AlertSettings(
+        poll_seconds=_env_positive_float(env, "EVENTHOUSE_ALERT_POLL_SECONDS", DEFAULT_ALERT_POLL_SECONDS),
+        poll_overlap_seconds=_env_non_negative_float(
+            env, "EVENTHOUSE_ALERT_POLL_OVERLAP_SECONDS", DEFAULT_ALERT_POLL_OVERLAP_SECONDS
+        ),
+        retry_base_seconds=base,
+        retry_max_seconds=ceiling,
+        webhook_timeout_seconds=_env_positive_float(
+            env, "EVENTHOUSE_ALERT_WEBHOOK_TIMEOUT_SECONDS", DEFAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS
+        ),
+        dead_letter_rate=rate,
+        insert_p95_seconds=_env_positive_float(
+            env, "EVENTHOUSE_ALERT_INSERT_P95_SECONDS", DEFAULT_ALERT_INSERT_P95_SECONDS
+        ),
+        pipeline_window_minutes=_env_positive_float(
+            env, "EVENTHOUSE_ALERT_PIPELINE_WINDOW_MINUTES", DEFAULT_ALERT_PIPELINE_WINDOW_MINUTES
+        ),
+        delivery_failures=_env_positive_int(env, "EVENTHOUSE_ALERT_DELIVERY_FAILURES", DEFAULT_ALERT_DELIVERY_FAILURES),
+        pipeline_check_seconds=_env_positive_float(
+            env, "EVENTHOUSE_ALERT_PIPELINE_CHECK_SECONDS", DEFAULT_ALERT_PIPELINE_CHECK_SECONDS
+        ),
+        pipeline_repeat_minutes=_env_positive_float(
+            env, "EVENTHOUSE_ALERT_PIPELINE_REPEAT_MINUTES", DEFAULT_ALERT_PIPELINE_REPEAT_MINUTES
+        ),
+        lag_threshold=lag_threshold(env),
+        freshness_hours=freshness_hours(env),
+    )
 
 
 def tansu_binary_override(env: Mapping[str, str] | None = None) -> str | None:

@@ -119,7 +119,7 @@ def test_dbt_source_freshness_is_the_dagster_freshness_threshold(env):
     assert minutes == freshness_hours(env) * 60
 
 
-OUR_PACKAGES = ("eventhouse", "settings", "stack", "ingestion", "orchestration")
+OUR_PACKAGES = ("eventhouse", "settings", "stack", "ingestion", "orchestration", "alerting")
 
 
 def _python_files(package: str) -> list[Path]:
