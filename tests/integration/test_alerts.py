@@ -1,0 +1,354 @@
+"""The alert publisher (`eventhouse alerts`) against the live anomaly models on the embedded stack.
+
+One module-scoped database with the live models (`dbt run --select +live_anomalies
++live_anomaly_entities` on a copy of the session's prepared database). Events go straight into the
+raw tables in the loader's format (`RawWriter`): detection at insert time is the models' concern and
+has its own tests; here the question is what the publisher makes of it. The expected anomalies are
+worked out from the events inserted (50 clicks of one session in one 10-second window is
+HIGH_FREQUENCY, 49 is not; a clear in 100 ms is IMPOSSIBLE_CLEAR), not read from the publisher.
+
+The webhook is a local http.server that records every request; the Kafka topic is read back by a
+plain consumer here that counts every copy of every message.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from ingestion.contract import make_event
+from ingestion.raw_writer import RawWriter
+from tests.conftest import wait_until
+from tests.integration.conftest import WORK_DATABASE, prepared_database
+from tests.integration.dbt_support import run_dbt
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "anomalies"
+# Event time of the bursts: aligned to a 10-second window, so 50 clicks 100 ms apart (4.9 s) fall in one.
+T0 = datetime(2026, 11, 2, 10, 0, 0, tzinfo=UTC)
+
+
+@dataclass
+class Live:
+    env: dict[str, str]
+    database: str
+    raw: str
+    client: Any
+    kafka_bootstrap: str
+
+
+@pytest.fixture(scope="module")
+def live(embedded_stack, prepared_template, tmp_path_factory):
+    target = tmp_path_factory.mktemp("alerts-dbt")
+    shutil.copy(prepared_template.work_parse, target / "partial_parse.msgpack")
+    with prepared_database(embedded_stack, prepared_template, WORK_DATABASE) as (env, database):
+        built = run_dbt(["run", "--select", "+live_anomalies", "+live_anomaly_entities"], env, target)
+        assert built.returncode == 0, built.stdout[-5000:]
+        # a failed webhook delivery is due again 0.2 s later (then 0.4, 0.8, at most 1 s), not 1 s, 2 s, ...
+        env = {**env, "EVENTHOUSE_ALERT_RETRY_BASE_SECONDS": "0.2", "EVENTHOUSE_ALERT_RETRY_MAX_SECONDS": "1"}
+        client = embedded_stack.client()
+        try:
+            yield Live(env, database, env["EVENTHOUSE_RAW_DATABASE"], client, embedded_stack.kafka_bootstrap)
+        finally:
+            client.close()
+
+
+# ---- events ------------------------------------------------------------------------------------
+
+
+def clicks(session: str, count: int, start: datetime = T0) -> list[dict]:
+    """`count` clicks of one session, 100 ms apart, on distinct items (never BOT_LIKE)."""
+    return [
+        make_event(
+            "clickstream.click",
+            f"{session}-click-{i}",
+            start + timedelta(milliseconds=100 * i),
+            {"item_id": i},
+            session_id=session,
+        )
+        for i in range(count)
+    ]
+
+
+def fast_clear(user: str, at: datetime = T0) -> dict:
+    """One stage clear in 100 ms (under the 500 ms limit), score 10 (within the stage's maximum)."""
+    return make_event(
+        "game.stage_clear",
+        f"{user}-clear",
+        at,
+        {"chapter": 1, "stage": 1, "mode": "story", "clear_time_ms": 100, "score": 10},
+        user_id=user,
+        session_id=f"{user}-session",
+    )
+
+
+def insert(live: Live, events: list[dict]) -> None:
+    RawWriter(live.client, live.raw, source="test-alerts").add_all(events).flush()
+
+
+# ---- the publisher -----------------------------------------------------------------------------
+
+
+def alerts_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "eventhouse.cli", "alerts", "--no-pipeline", *args]
+
+
+def run_once(live: Live, *args: str) -> dict:
+    done = subprocess.run(alerts_command("--once", *args), env=live.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+class WebhookReceiver:
+    """A local webhook: answers `status` and records (Idempotency-Key, status answered, body) per request."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.requests: list[tuple[str, int, dict]] = []
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                status = receiver.status
+                receiver.requests.append((self.headers["Idempotency-Key"], status, body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def accepted(self) -> Counter[str]:
+        return Counter(key for key, status, _ in self.requests if status == 200)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def webhook():
+    receiver = WebhookReceiver()
+    try:
+        yield receiver
+    finally:
+        receiver.close()
+
+
+# ---- what the channels hold --------------------------------------------------------------------
+
+
+def _created(live: Live, table: str) -> bool:
+    """The publisher creates its tables when it starts: before that, there is nothing in them."""
+    return bool(live.client.command(f"EXISTS TABLE `{live.raw}`.`{table}`"))
+
+
+def alert_rows(live: Live) -> Counter[tuple[str, str, str, str]]:
+    """(anomaly_id, type, entity_type, entity_id) -> rows in `alerts` (a plain count: no FINAL)."""
+    if not _created(live, "alerts"):
+        return Counter()
+    rows = live.client.query(
+        f"SELECT anomaly_id, anomaly_type, entity_type, entity_id, count() FROM `{live.raw}`.alerts "
+        "GROUP BY anomaly_id, anomaly_type, entity_type, entity_id"
+    ).result_rows
+    return Counter({tuple(r[:4]): r[4] for r in rows})
+
+
+def live_anomalies(live: Live) -> dict[str, tuple[str, str, str]]:
+    rows = live.client.query(
+        f"SELECT anomaly_id, anomaly_type, entity_type, entity_id FROM `{live.database}`.live_anomalies"
+    ).result_rows
+    return {r[0]: tuple(r[1:]) for r in rows}
+
+
+def topic_messages(live: Live) -> Counter[str]:
+    """Every message on `anomalies` from the start to the highwater: event_id -> copies."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=[live.kafka_bootstrap], group_id=None, enable_auto_commit=False)
+    copies: Counter[str] = Counter()
+    try:
+        partitions = [TopicPartition(TOPIC, p) for p in sorted(consumer.partitions_for_topic(TOPIC) or ())]
+        if not partitions:  # no publisher has run yet
+            return copies
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+
+        def caught_up() -> bool:
+            for records in consumer.poll(timeout_ms=100).values():
+                for record in records:
+                    event = orjson.loads(record.value)
+                    assert event["event_type"] == "anomaly.detected"
+                    assert event["payload"]["anomaly_id"] == event["event_id"]
+                    assert record.key.decode() == event["payload"]["entity_id"]
+                    copies[event["event_id"]] += 1
+            return all(
+                consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp)
+                for tp in partitions
+            )
+
+        wait_until(caught_up, "the anomalies topic read to its highwater", timeout=30, interval=0)
+    finally:
+        consumer.close()
+    return copies
+
+
+def open_webhook_delivery(live: Live, anomaly_id: str) -> tuple[str, int, str]:
+    return live.client.query(
+        f"SELECT toString(argMax(state, seq)), max(attempts), argMax(last_error, seq) "
+        f"FROM `{live.raw}`.alert_deliveries WHERE anomaly_id = {{id:String}} AND channel = 'webhook'",
+        parameters={"id": anomaly_id},
+    ).result_rows[0]
+
+
+# ---- the tests ---------------------------------------------------------------------------------
+
+
+def test_once_publishes_each_anomaly_once_to_every_channel_and_retries_a_failing_webhook(live, webhook):
+    on_topic_before = topic_messages(live)  # empty unless another test of the session published
+    insert(live, clicks("s-hot", 50) + clicks("s-cold", 49) + [fast_clear("u-fast")])
+    expected = {("HIGH_FREQUENCY", "session", "s-hot"), ("IMPOSSIBLE_CLEAR", "user", "u-fast")}
+
+    first = run_once(live, "--webhook", webhook.url)
+    assert (first["new_alerts"], first["delivered"]) == (2, {"clickhouse": 2, "kafka": 2, "webhook": 2})
+    assert first["open_deliveries"] == {}
+    rows = alert_rows(live)
+    assert {key[1:] for key in rows} == expected
+    assert set(rows.values()) == {1}
+    ids = {key[0] for key in rows}
+    assert ids == set(live_anomalies(live))
+    assert topic_messages(live) - on_topic_before == Counter(ids)
+    assert webhook.accepted() == Counter(ids)
+
+    # A second pass finds nothing new and sends nothing anywhere.
+    again = run_once(live, "--webhook", webhook.url)
+    assert (again["new_alerts"], again["delivered"], again["open_deliveries"]) == (0, {}, {})
+    assert alert_rows(live) == rows
+    assert topic_messages(live) - on_topic_before == Counter(ids)
+    assert len(webhook.requests) == 2
+
+    # The webhook fails: the alert is in ClickHouse and on Kafka, its webhook delivery is recorded
+    # as failed with the error, stays owed, and is delivered once the webhook answers again.
+    webhook.status = 500
+    insert(live, [fast_clear("u-fast-2")])
+    failing = run_once(live, "--webhook", webhook.url)
+    assert (failing["new_alerts"], failing["delivery_failures"]) == (1, {"webhook": 1})
+    assert failing["delivered"] == {"clickhouse": 1, "kafka": 1}
+    assert failing["open_deliveries"] == {"webhook": 1}
+    (new_id,) = {key[0] for key in alert_rows(live)} - ids
+    assert open_webhook_delivery(live, new_id) == ("failed", 1, "HTTP 500 Internal Server Error")
+    # still failing on a later pass (its 0.2 s backoff is over by then): attempt 2, still owed
+    wait_until(lambda: run_once(live, "--webhook", webhook.url)["delivery_failures"], "a second failed attempt")
+    assert open_webhook_delivery(live, new_id) == ("failed", 2, "HTTP 500 Internal Server Error")
+
+    webhook.status = 200
+    wait_until(lambda: run_once(live, "--webhook", webhook.url)["delivered"] == {"webhook": 1}, "the webhook delivery")
+    assert [(key, status) for key, status, _ in webhook.requests[2:]] == [(new_id, 500), (new_id, 500), (new_id, 200)]
+    assert open_webhook_delivery(live, new_id)[0] == "delivered"
+    assert topic_messages(live) - on_topic_before == Counter(ids | {new_id})
+    assert set(alert_rows(live).values()) == {1}
+
+
+def _deliveries_logged(live: Live) -> int:
+    if not _created(live, "alert_deliveries"):
+        return 0
+    return live.client.command(f"SELECT count() FROM `{live.raw}`.alert_deliveries")
+
+
+def _open_deliveries(live: Live) -> int:
+    return live.client.command(
+        f"SELECT count() FROM (SELECT anomaly_id, channel FROM `{live.raw}`.alert_deliveries "
+        "GROUP BY anomaly_id, channel HAVING countIf(state = 'delivered') = 0)"
+    )
+
+
+def test_kill_9_at_random_moments_publishes_every_anomaly_once(live, webhook, tmp_path):
+    rng = random.Random(15)
+    published_before = {key[0] for key in alert_rows(live)}  # the first test's, if it ran
+    on_topic_before = topic_messages(live)
+    webhook_before = len(webhook.requests)
+    expected: set[tuple[str, str, str]] = set()
+    logs: list[Path] = []
+
+    def start() -> subprocess.Popen:
+        logs.append(tmp_path / f"publisher-{len(logs)}.log")
+        return subprocess.Popen(
+            alerts_command("--interval", "0.1", "--webhook", webhook.url),
+            env=live.env,
+            stdout=subprocess.PIPE,
+            stderr=logs[-1].open("w"),
+            text=True,
+        )
+
+    for round_ in range(4):
+        process = start()
+        # a burst while it runs: 6 impossible clears and one session of 50 clicks (7 anomalies)
+        users = [f"u-r{round_}-{i}" for i in range(6)]
+        session = f"s-r{round_}"
+        before = _deliveries_logged(live)
+        insert(live, [fast_clear(u) for u in users] + clicks(session, 50))
+        expected |= {("IMPOSSIBLE_CLEAR", "user", u) for u in users} | {("HIGH_FREQUENCY", "session", session)}
+        if round_ == 0:
+            # Killed as soon as the burst's first alert rows land: before or just after their pending
+            # deliveries are written (the restart must find an alert without delivery rows, if so).
+            wait_until(lambda: len(alert_rows(live)) > len(published_before), "the first alerts", interval=0.01)
+        elif round_ < 3:
+            # Killed once the log has gained 1 to 30 more rows (a burst writes 35: 14 pending, 7 sending,
+            # 7 delivered to Kafka, 7 to the webhook): between any two of its writes.
+            target = before + rng.randint(1, 30)
+            wait_until(lambda t=target: _deliveries_logged(live) >= t, "the publisher to log deliveries", interval=0.01)
+        if round_ < 3:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=30)
+            process.stdout.close()
+    # The last run finishes everything the killed ones left, then stops cleanly on SIGTERM.
+    wanted = len(published_before) + len(expected)
+    wait_until(
+        lambda: len(alert_rows(live)) == wanted and _open_deliveries(live) == 0,
+        "every anomaly published and delivered",
+        timeout=60,
+    )
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, logs[-1].read_text()[-3000:]
+    assert json.loads(out)["open_deliveries"] == {}
+
+    rows = alert_rows(live)
+    new = {key for key in rows if key[0] not in published_before}
+    assert {key[1:] for key in new} == expected
+    assert set(rows.values()) == {1}, "an anomaly has more than one row in alerts"
+    new_ids = {key[0] for key in new}
+    assert {key[0] for key in rows} == set(live_anomalies(live))
+    on_topic = topic_messages(live) - on_topic_before
+    assert on_topic == Counter(new_ids), "every anomaly once on the topic"
+    hooks = webhook.requests[webhook_before:]
+    accepted = Counter(key for key, status, _ in hooks if status == 200)
+    assert set(accepted) == new_ids, "every anomaly reached the webhook"
+    # at-least-once: a kill between a 2xx and its record re-sends, with the same key (the anomaly id)
+    repeats = sum(accepted.values()) - len(accepted)
+    read_backs = sum(log.read_text().count("Kafka read-back of") for log in logs)
+    orphans = sum(log.read_text().count("had no pending row") for log in logs)
+    print(
+        f"webhook repeats: {repeats}; Kafka read-backs after a kill: {read_backs}; alerts without deliveries: {orphans}"
+    )
+    for key, _, body in hooks:
+        assert key in body["text"] or any(key in f["text"] for f in body["blocks"][1]["fields"])
