@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alerting.anomaly import ANOMALY_COLUMNS, Anomaly
@@ -156,11 +156,10 @@ class AlertPublisher:
         with self.metrics.poll_seconds.time():
             now = utc_now()
             candidates = self._poll_live()
-            open_deliveries = self.store.open_deliveries()
             if self.pipeline_checks and time.monotonic() >= self._next_pipeline_check:
                 self._next_pipeline_check = time.monotonic() + self.config.pipeline_check_seconds
                 candidates += check_pipeline(
-                    self.client, self.settings.kafka, self.raw_database, self.config, open_deliveries, now
+                    self.client, self.settings.kafka, self.raw_database, self.config, self.store.open_deliveries(), now
                 )
             summary.candidates = len(candidates)
             self._publish_new(candidates, summary)
@@ -180,23 +179,24 @@ class AlertPublisher:
 
     def _poll_live(self) -> list[Anomaly]:
         db = self.database
-        # the mark is taken before the read, so an insert landing during the read is read again next time
-        newest = self.client.query(f"SELECT max(inserted_at), count() FROM `{db}`.live_anomaly_entities").result_rows[0]
         columns = ", ".join(ANOMALY_COLUMNS)
+        since = "toDateTime64({since:String}, 3, 'UTC')"
+        params = {"since": _ch_time(self._since)} if self._since else {}
+        recent = f"WHERE inserted_at >= {since}" if self._since else ""
+        # the mark is taken before the read, so an insert landing during the read is read again next time
+        newest, count = self.client.query(
+            f"SELECT max(inserted_at), count() FROM `{db}`.live_anomaly_entities {recent}", parameters=params
+        ).result_rows[0]
         if self._since is None:
             rows = self.client.query(f"SELECT {columns} FROM `{db}`.live_anomalies").result_rows
         else:
             rows = self.client.query(
-                f"""
-                SELECT {columns} FROM `{db}`.live_anomalies
-                WHERE entity_id IN (
-                    SELECT entity_id FROM `{db}`.live_anomaly_entities WHERE inserted_at >= {{since:DateTime64(3)}}
-                )
-                """,
-                parameters={"since": self._since.replace(tzinfo=None)},
+                f"SELECT {columns} FROM `{db}`.live_anomalies "
+                f"WHERE entity_id IN (SELECT entity_id FROM `{db}`.live_anomaly_entities {recent})",
+                parameters=params,
             ).result_rows
-        if newest[1]:
-            self._since = newest[0] - timedelta(seconds=self.config.poll_overlap_seconds)
+        if count:
+            self._since = _as_utc(newest) - timedelta(seconds=self.config.poll_overlap_seconds)
         return [Anomaly.from_row(r) for r in rows]
 
     def _publish_new(self, candidates: list[Anomaly], summary: PassSummary) -> None:
@@ -307,3 +307,12 @@ class AlertPublisher:
     def close(self) -> None:
         self.kafka.close()
         self.client.close()
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _ch_time(value: datetime) -> str:
+    """A UTC instant as ClickHouse's DateTime64(3) text, milliseconds kept."""
+    return _as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
