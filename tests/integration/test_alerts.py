@@ -16,11 +16,13 @@ from __future__ import annotations
 import http.server
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -270,6 +272,18 @@ def test_once_publishes_each_anomaly_once_to_every_channel_and_retries_a_failing
     assert set(alert_rows(live).values()) == {1}
 
 
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
 def _deliveries_logged(live: Live) -> int:
     if not _created(live, "alert_deliveries"):
         return 0
@@ -291,52 +305,77 @@ def test_kill_9_at_random_moments_publishes_every_anomaly_once(live, webhook, tm
     expected: set[tuple[str, str, str]] = set()
     logs: list[Path] = []
 
-    def start() -> subprocess.Popen:
+    def start(*extra: str) -> subprocess.Popen:
         logs.append(tmp_path / f"publisher-{len(logs)}.log")
         return subprocess.Popen(
-            alerts_command("--interval", "0.1", "--webhook", webhook.url),
+            alerts_command("--interval", "0.1", "--webhook", webhook.url, *extra),
             env=live.env,
             stdout=subprocess.PIPE,
             stderr=logs[-1].open("w"),
             text=True,
         )
 
-    for round_ in range(4):
-        process = start()
-        # a burst while it runs: 6 impossible clears and one session of 50 clicks (7 anomalies)
-        users = [f"u-r{round_}-{i}" for i in range(6)]
-        session = f"s-r{round_}"
-        before = _deliveries_logged(live)
-        insert(live, [fast_clear(u) for u in users] + clicks(session, 50))
-        expected |= {("IMPOSSIBLE_CLEAR", "user", u) for u in users} | {("HIGH_FREQUENCY", "session", session)}
-        if round_ == 0:
-            # Killed as soon as the burst's first alert rows land: before or just after their pending
-            # deliveries are written (the restart must find an alert without delivery rows, if so).
-            wait_until(lambda: len(alert_rows(live)) > len(published_before), "the first alerts", interval=0.01)
-        elif round_ < 3:
-            # Killed once the log has gained 1 to 30 more rows (a burst writes 35: 14 pending, 7 sending,
-            # 7 delivered to Kafka, 7 to the webhook): between any two of its writes.
-            target = before + rng.randint(1, 30)
-            wait_until(lambda t=target: _deliveries_logged(live) >= t, "the publisher to log deliveries", interval=0.01)
-        if round_ < 3:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-            process.stdout.close()
+    process: subprocess.Popen | None = None
+    try:
+        for round_ in range(4):
+            process = start() if round_ < 3 else start("--metrics-port", "0")
+            # a burst while it runs: 6 impossible clears and one session of 50 clicks (7 anomalies)
+            users = [f"u-r{round_}-{i}" for i in range(6)]
+            session = f"s-r{round_}"
+            before = _deliveries_logged(live)
+            insert(live, [fast_clear(u) for u in users] + clicks(session, 50))
+            expected |= {("IMPOSSIBLE_CLEAR", "user", u) for u in users} | {("HIGH_FREQUENCY", "session", session)}
+            if round_ == 0:
+                # Killed as soon as the burst's first alert rows land: before or just after their pending
+                # deliveries are written (the restart must find an alert without delivery rows, if so).
+                wait_until(lambda: len(alert_rows(live)) > len(published_before), "the first alerts", interval=0.01)
+            elif round_ < 3:
+                # Killed once the log has gained 1 to 30 more rows (a burst writes 35: 14 pending, 7 sending,
+                # 7 delivered to Kafka, 7 to the webhook): between any two of its writes.
+                target = before + rng.randint(1, 30)
+                wait_until(
+                    lambda t=target: _deliveries_logged(live) >= t, "the publisher to log deliveries", interval=0.01
+                )
+            if round_ < 3:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=30)
+                process.stdout.close()
 
-    # The last run finishes everything the killed ones left ...
-    def all_delivered() -> bool:
-        return len(alert_rows(live)) == len(published_before) + len(expected) and _open_deliveries(live) == 0
+        # The last run finishes everything the killed ones left ...
+        def all_delivered() -> bool:
+            return len(alert_rows(live)) == len(published_before) + len(expected) and _open_deliveries(live) == 0
 
-    wait_until(all_delivered, "every anomaly published and delivered", timeout=60)
-    # ... and, polling by then only the entities inserted since its previous poll, finds a late burst too;
-    # then it stops cleanly on SIGTERM.
-    insert(live, [fast_clear("u-late")] + clicks("s-late", 50))
-    expected |= {("IMPOSSIBLE_CLEAR", "user", "u-late"), ("HIGH_FREQUENCY", "session", "s-late")}
-    wait_until(all_delivered, "the late burst published and delivered", timeout=30)
-    process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, logs[-1].read_text()[-3000:]
-    assert json.loads(out)["open_deliveries"] == {}
+        wait_until(all_delivered, "every anomaly published and delivered", timeout=60)
+        # ... and, polling by then only the entities inserted since its previous poll, finds a late burst too:
+        # one alert of each type, counted once per channel by its metrics; then it stops cleanly on SIGTERM.
+        port = int(
+            wait_until(lambda: re.search(r"metrics on http://127\.0\.0\.1:(\d+)/", logs[-1].read_text()), "the port")[1]
+        )
+        metrics_before = scrape(port)
+        insert(live, [fast_clear("u-late")] + clicks("s-late", 50))
+        expected |= {("IMPOSSIBLE_CLEAR", "user", "u-late"), ("HIGH_FREQUENCY", "session", "s-late")}
+        wait_until(all_delivered, "the late burst published and delivered", timeout=30)
+        metrics_after = scrape(port)
+        published = {
+            key: metrics_after[key] - metrics_before.get(key, 0)
+            for key in metrics_after
+            if key[0] == "eventhouse_alerts_published_total"
+        }
+        assert {k: v for k, v in published.items() if v} == {
+            ("eventhouse_alerts_published_total", (("channel", c), ("type", t))): 1.0
+            for c in ("clickhouse", "kafka", "webhook")
+            for t in ("HIGH_FREQUENCY", "IMPOSSIBLE_CLEAR")
+        }
+        for channel in ("kafka", "webhook"):
+            assert metrics_after[("eventhouse_alerts_open_deliveries", (("channel", channel),))] == 0
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, logs[-1].read_text()[-3000:]
+        assert json.loads(out)["open_deliveries"] == {}
+    finally:
+        if process is not None and process.poll() is None:  # a failure above: never leave it publishing
+            process.kill()
+            process.communicate(timeout=30)
 
     rows = alert_rows(live)
     new = {key for key in rows if key[0] not in published_before}
@@ -345,7 +384,9 @@ def test_kill_9_at_random_moments_publishes_every_anomaly_once(live, webhook, tm
     new_ids = {key[0] for key in new}
     assert {key[0] for key in rows} == set(live_anomalies(live))
     on_topic = topic_messages(live) - on_topic_before
-    assert on_topic == Counter(new_ids), "every anomaly once on the topic"
+    assert on_topic == Counter(new_ids), (
+        f"every anomaly once on the topic: extra {on_topic - Counter(new_ids)}, missing {Counter(new_ids) - on_topic}"
+    )
     hooks = webhook.requests[webhook_before:]
     accepted = Counter(key for key, status, _ in hooks if status == 200)
     assert set(accepted) == new_ids, "every anomaly reached the webhook"
