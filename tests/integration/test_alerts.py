@@ -474,3 +474,14 @@ def test_pipeline_alerts_from_the_loaders_batch_log(live):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["new_alerts"] == 0
+
+
+def test_without_the_live_models_it_stops_with_one_line_naming_them(live):
+    env = {**live.env, "EVENTHOUSE_CLICKHOUSE_DATABASE": live.raw}  # a database with no live models
+    done = subprocess.run(alerts_command("--once"), env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {live.raw}.live_anomalies, {live.raw}.live_anomaly_entities not found: build the live models "
+        "first (dbt run --select +live_anomalies +live_anomaly_entities)"
+    )
+    assert "Traceback" not in done.stderr
