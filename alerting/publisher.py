@@ -113,6 +113,7 @@ class AlertPublisher:
         self._since: datetime | None = None  # the live poll's mark; None: read every live anomaly
         self._kafka_acked: dict[int, int] | None = None  # partition -> next offset, from the log at start
         self._next_pipeline_check = 0.0
+        self._check_missing = True  # at start: a previous process may have stopped between two writes
         self._stop = threading.Event()
 
     def _check_live_models(self) -> None:
@@ -143,6 +144,7 @@ class AlertPublisher:
             try:
                 total.add(self.run_pass())
             except Exception as exc:
+                self._check_missing = True  # the pass may have stopped between two writes
                 if once:
                     raise
                 # a server down or refusing: state is consistent after any failed write, so the
@@ -163,16 +165,29 @@ class AlertPublisher:
                 )
             summary.candidates = len(candidates)
             self._publish_new(candidates, summary)
-            missing = self.store.deliveries_missing()
-            if missing:
-                log.warning("%d deliveries had no pending row (a stop between two writes): adding them", len(missing))
-                self.store.write_pending(missing)
+            if self._check_missing:
+                # only a stop (or a failed pass) between writing alerts and their pending rows leaves a gap
+                missing = self.store.deliveries_missing()
+                if missing:
+                    log.warning(
+                        "%d deliveries had no pending row (a stop between two writes): adding them", len(missing)
+                    )
+                    self.store.write_pending(missing)
+                self._check_missing = False
             open_deliveries = self.store.open_deliveries()
-            self._deliver_kafka([d for d in open_deliveries if d.channel == KAFKA], summary)
-            self._deliver_webhook([d for d in open_deliveries if d.channel == WEBHOOK], summary)
+            # the channels fail independently: Kafka down does not hold back the webhook, nor the reverse
+            errors: list[Exception] = []
+            for channel, deliver in ((KAFKA, self._deliver_kafka), (WEBHOOK, self._deliver_webhook)):
+                try:
+                    deliver([d for d in open_deliveries if d.channel == channel], summary)
+                except Exception as exc:
+                    log.warning("%s deliveries failed this pass: %s", channel, exc)
+                    errors.append(exc)
             summary.open_deliveries = Counter(d.channel for d in self.store.open_deliveries())
             for channel in (KAFKA, WEBHOOK):
                 self.metrics.open_deliveries.labels(channel).set(summary.open_deliveries.get(channel, 0))
+            if errors:
+                raise errors[0]  # after both channels had their turn: `--once` exits 1, the loop retries
         return summary
 
     # ---- step 1: what is new -------------------------------------------------------------------
