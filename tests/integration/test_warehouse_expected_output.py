@@ -32,7 +32,7 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ import pytest
 from ingestion.contract import make_event
 from ingestion.loader import Loader, LoaderConfig
 from ingestion.publisher import Publisher
+from ingestion.raw_tables import RAW_COLUMNS
 from settings import REPO_ROOT, load_settings
 from tests.conftest import running_stack
 from tests.integration import warehouse_reference as reference
@@ -64,8 +65,9 @@ NOT_SNAPSHOTTED = {
     "dim_stages": "the game_stages seed, typed (tests/integration/test_dbt_project.py checks it)",
 }
 # marts/realtime: insert-time aggregates count deliveries, and this case re-delivers events on
-# purpose (tests/integration/test_realtime_aggregates.py checks them against fct_events)
-NOT_SNAPSHOTTED_FOLDERS = {"realtime"}
+# purpose (tests/integration/test_realtime_aggregates.py checks them against fct_events);
+# marts/live: the live anomalies, checked against fct_anomalies (test_live_anomalies_*)
+NOT_SNAPSHOTTED_FOLDERS = {"realtime", "live"}
 
 
 def _odd(event_type: str, event_id: str, ts: str, payload: dict, ingested_at: str | None = None, **envelope) -> dict:
@@ -240,6 +242,95 @@ ODD_EVENTS: dict[int, list[dict]] = {
         ),
     ],
 }
+# --- window edges of the five bot rules (issue 15), on a day of their own (2024-06-01: no KPI
+# z-score, which needs two earlier days within kpi_anomaly_trailing_days) ---------------------
+EDGE_DAY = "2024-06-01"
+
+
+def _at(clock: str, plus_ms: int = 0) -> str:
+    """EDGE_DAY at hh:mm:ss plus some milliseconds, as ISO 8601 UTC."""
+    moment = datetime.fromisoformat(f"{EDGE_DAY}T{clock}+00:00") + timedelta(milliseconds=plus_ms)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _clicks(session: str, clock: str, count: int, step_ms: int, items: int = 1, first: int = 0) -> list[dict]:
+    """`count` clicks of a session, `step_ms` apart from `clock`, cycling over `items` items."""
+    return [
+        _odd(
+            "clickstream.click",
+            f"edge-{session}-{first + i}",
+            _at(clock, i * step_ms),
+            {"item_id": 9000 + i % items, "category": "E"},
+            session_id=session,
+        )
+        for i in range(count)
+    ]
+
+
+def _clears(user: str, clock: str, offsets_ms: list[int], clear_time_ms: int = 30_000) -> list[dict]:
+    """Stage 1-1 clears of a player at `clock` plus each offset (score within the stage's max)."""
+    return [
+        _odd(
+            "game.stage_clear",
+            f"edge-{user}-{clock}-{i}",
+            _at(clock, offset),
+            {"chapter": 1, "stage": 1, "mode": "story", "clear_time_ms": clear_time_ms, "score": 500},
+            _at(clock, offset + 1000),
+            user_id=user,
+            session_id=f"gs-{user}",
+        )
+        for i, offset in enumerate(offsets_ms)
+    ]
+
+
+_LATE_CLICK = _odd(
+    "clickstream.click",
+    "edge-9007-late",
+    _at("10:20:05"),
+    {"item_id": 9000, "category": "E"},
+    _at("12:20:05"),
+    session_id="9007",
+)
+EDGE_EVENTS: dict[int, list[dict]] = {
+    0: [
+        *_clicks("9001", "10:00:00", 49, 200),  # 49 clicks in one 10-s window: no HIGH_FREQUENCY
+        *_clicks("9002", "10:01:00", 50, 200),  # 50: HIGH_FREQUENCY [10:01:00, 10:01:10)
+        # 100 clicks in [10:05:00, 10:05:49.5], 2 a second (10 per 10 s): BOT_LIKE on 5 items, in the one
+        # window holding them all, [10:05:00, 10:06:00) ([10:04:30, 10:05:30) holds 60); not on 6 items
+        *_clicks("9003", "10:05:00", 100, 500, items=5),
+        *_clicks("9004", "10:05:00", 100, 500, items=6),
+        # 50 clicks, the 50th on the next window's first millisecond: no HIGH_FREQUENCY
+        *_clicks("9005", "10:10:00", 49, 100),
+        *_clicks("9005", "10:10:10", 1, 0, first=49),
+        # 50 clicks, the 50th on the window's last millisecond: HIGH_FREQUENCY [10:10:00, 10:10:10)
+        *_clicks("9006", "10:10:00", 49, 100),
+        *_clicks("9006", "10:10:09.999", 1, 0, first=49),
+        *_clicks("9007", "10:20:00", 49, 100),  # completed by a late click in batch 2 (_LATE_CLICK)
+        *_clicks("9008", "10:30:00", 49, 100),  # one re-delivered in batch 3: still 49
+        # IMPOSSIBLE_CLEAR below impossible_clear_ms (500) only
+        *_clears("edge_u1", "11:00:00", [0], clear_time_ms=499),
+        *_clears("edge_u1", "11:05:00", [0], clear_time_ms=500),
+        # RAPID_FIRE: 19 clears 3 s apart; a 20th 59.999 s after the first (20 in one window) or 60 s
+        # after it (the window (t - 60 s, t] has lost the first)
+        *_clears("edge_u2", "11:10:00", [i * 3000 for i in range(19)]),
+        *_clears("edge_u3", "11:10:00", [i * 3000 for i in range(19)] + [59_999]),
+        *_clears("edge_u4", "11:10:00", [i * 3000 for i in range(19)] + [60_000]),
+    ],
+    1: [_LATE_CLICK],
+    2: [_clicks("9008", "10:30:00", 1, 0)[0]],
+}
+# What the live detection must flag among the edge entities, worked out by hand above:
+# (anomaly_type, entity_id, window_start, observed_value)
+EDGE_ANOMALIES = {
+    ("HIGH_FREQUENCY", "9002", f"{EDGE_DAY} 10:01:00.000", 50.0),
+    ("BOT_LIKE", "9003", f"{EDGE_DAY} 10:05:00.000", 100.0),
+    ("HIGH_FREQUENCY", "9006", f"{EDGE_DAY} 10:10:00.000", 50.0),
+    ("HIGH_FREQUENCY", "9007", f"{EDGE_DAY} 10:20:00.000", 50.0),
+    ("IMPOSSIBLE_CLEAR", "edge_u1", f"{EDGE_DAY} 11:00:00.000", 499.0),
+    ("RAPID_FIRE", "edge_u3", f"{EDGE_DAY} 11:10:00.000", 20.0),
+}
+
+
 # What each quarantine model must hold: event_id -> reasons, worked out from the rules by hand.
 QUARANTINED = {
     "clickstream": {
@@ -297,6 +388,70 @@ REDELIVERY = {("daily_user_summary", "2024-03-01 u1"), ("stage_difficulty", "101
 RUN_TIME_COLUMNS = {"loaded_at", "max_loaded_at", "detected_at"}
 
 
+FIVE_RULES = ("HIGH_FREQUENCY", "BOT_LIKE", "IMPOSSIBLE_CLEAR", "SCORE_OVERFLOW", "RAPID_FIRE")
+EDGE_ENTITIES = {
+    event["user_id"] if event["event_type"].startswith("game.") else event["session_id"]
+    for events in EDGE_EVENTS.values()
+    for event in events
+}
+
+
+def _anomaly_rows(client, relation: str) -> list[tuple]:
+    """The five bot rules' anomalies of fct_anomalies or live_anomalies, every column but detected_at."""
+    columns = (
+        "anomaly_id, anomaly_family, anomaly_type, domain, entity_type, entity_id, event_id, window_start,"
+        " window_end, observed_value, threshold_value"
+    )
+    query = f"SELECT {columns} FROM `{relation}` WHERE anomaly_type IN {FIVE_RULES} ORDER BY ALL"
+    return [tuple(row) for row in client.query(query).result_rows]
+
+
+def _edge_anomalies(client, relation: str = "live_anomalies") -> set[tuple]:
+    """The anomalies of the edge entities as EDGE_ANOMALIES writes them."""
+    rows = client.query(
+        f"SELECT anomaly_type, entity_id, toString(window_start), observed_value FROM `{relation}`"
+        " WHERE entity_id IN {entities:Array(String)}",
+        parameters={"entities": sorted(EDGE_ENTITIES)},
+    ).result_rows
+    return {tuple(row) for row in rows}
+
+
+def _retry_a_loader_batch(client, raw: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Inserts the newest clickstream batch the loader logged again, with its deduplication token, as a
+    loader retrying it does. Returns the rows of the raw table and of the tables its materialized
+    views feed, before and after: the raw table drops the block, and so must those tables (ClickHouse
+    runs the views on a block the source dropped: macros/insert_time_tables.sql)."""
+    topic, partition, first, last, topic_id = client.query(
+        f"SELECT kafka_topic, kafka_partition, first_offset, last_offset, kafka_topic_id FROM `{raw}`.ingest_batches"
+        " WHERE state = 'done' AND kafka_topic = 'clickstream' AND rows_loaded > 0"
+        " ORDER BY batch_started_at DESC LIMIT 1"
+    ).first_row
+    counts = {
+        "raw": f"SELECT count() FROM `{raw}`.raw_clickstream_events",
+        # plain MergeTree: a row per inserted block and session
+        "live_anomaly_entities": "SELECT count() FROM live_anomaly_entities",
+        # AggregatingMergeTree: a row per inserted block and window until merged
+        "live_click_windows": "SELECT count() FROM live_click_windows",
+    }
+    before = {name: client.command(query) for name, query in counts.items()}
+    columns = ", ".join(RAW_COLUMNS)
+    body = client.raw_query(
+        f"SELECT {columns} FROM `{raw}`.raw_clickstream_events WHERE kafka_topic = '{topic}'"
+        f" AND kafka_partition = {partition} AND kafka_offset BETWEEN {first} AND {last} ORDER BY kafka_offset",
+        fmt="JSONEachRow",
+    )
+    assert body.count(b"\n") == last - first + 1, "the batch's rows are not all in the raw table"
+    client.raw_insert(
+        f"`{raw}`.raw_clickstream_events",
+        column_names=list(RAW_COLUMNS),
+        insert_block=body,
+        settings={"insert_deduplication_token": f"{topic}:{partition}:{first}-{last}@{topic_id}"},
+        fmt="JSONEachRow",
+    )
+    after = {name: client.command(query) for name, query in counts.items()}
+    return before, after
+
+
 def _dbt(args: list[str], env: dict[str, str], target: Path) -> list[dict]:
     """Runs dbt; returns run_results.json's results (of this invocation)."""
     result = run_dbt(args, env, target, timeout=900)
@@ -339,7 +494,7 @@ def _assert_quarantine_warnings_name_the_events(client, results: list[dict], exp
 def _deliveries(batch: int) -> list[dict]:
     """The events batch `batch` publishes: its file's, then its odd events."""
     lines = (CASE / BATCHES[batch]).read_bytes().splitlines()
-    return [orjson.loads(line) for line in lines] + ODD_EVENTS[batch]
+    return [orjson.loads(line) for line in lines] + ODD_EVENTS[batch] + EDGE_EVENTS[batch]
 
 
 def _load(batch: int, env: dict[str, str]) -> None:
@@ -404,6 +559,9 @@ class BuiltCase:
     marts: list[str]
     incremental: dict[str, str]  # mart -> CSV after the incremental runs
     refreshed: dict[str, str]  # mart -> CSV after a full refresh
+    # (live_anomalies rows, fct_anomalies rows of the five bot rules) after the incremental runs,
+    # and after the full refresh
+    live: dict[str, tuple[list, list]] = field(default_factory=dict)
     observed: dict[str, Any] = field(default_factory=dict)
     expected_observed: dict[str, Any] = field(default_factory=dict)
 
@@ -438,6 +596,16 @@ def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
         _load(1, env)
         observed["distinct raw events after batch 2"] = _distinct_raw_events(client, raw)
         expected["distinct raw events after batch 2"] = _published_distinct(2)
+        # detected at insert time: the late click completed 9007's window before any dbt run
+        observed["live edge anomalies after batch 2, before dbt"] = _edge_anomalies(client)
+        expected["live edge anomalies after batch 2, before dbt"] = EDGE_ANOMALIES
+        observed["batch edge anomalies after batch 2, before dbt"] = _edge_anomalies(client, "fct_anomalies")
+        expected["batch edge anomalies after batch 2, before dbt"] = EDGE_ANOMALIES - {
+            a for a in EDGE_ANOMALIES if a[1] == "9007"
+        }
+        before, after = _retry_a_loader_batch(client, raw)
+        observed["rows after a retried loader batch"] = after
+        expected["rows after a retried loader batch"] = before
         _assert_built_every_node(_dbt(build, env, target), client, UNKNOWN_STAGES)
         # The late heartbeat bridged u1's two game sessions into one.
         observed["game sessions merged by batch 2"] = sessions_before - client.command(
@@ -448,14 +616,18 @@ def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
         _load(2, env)
         observed["distinct raw events after batch 3"] = _distinct_raw_events(client, raw)
         expected["distinct raw events after batch 3"] = _published_distinct(3)
+        # 9008's re-delivered click counts once
+        observed["live edge anomalies after batch 3"] = _edge_anomalies(client)
+        expected["live edge anomalies after batch 3"] = EDGE_ANOMALIES
         results = _dbt(build, env, target)
         _assert_built_every_node(results, client, UNKNOWN_STAGES | REDELIVERY)
         _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
-        # 181 lines, 3 of them re-deliveries of events already loaded: 178 distinct events. Of the
+        # 181 lines, 3 of them re-deliveries of events already loaded: 178 distinct events; plus the
+        # edge events: 497 clicks and 61 clears in batch 1, the late click in batch 2. Of the
         # odd events, the quarantined ones are not in fct_events (the one that came back with an
         # unknown status was deleted from it), and the reused event id collapsed into the click.
         observed["fct_events rows"] = client.command("SELECT count() FROM fct_events")
-        expected["fct_events rows"] = 178
+        expected["fct_events rows"] = 178 + 497 + 61 + 1
         observed["FLIP in fct_events after batch 3"] = client.command(
             f"SELECT count() FROM fct_events WHERE event_id = '{FLIP}'"
         )
@@ -465,6 +637,7 @@ def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
 
         marts = _snapshotted_marts(json.loads((target / "manifest.json").read_text()))
         incremental = {table: _table_csv(client, table) for table in marts}
+        live = {"incremental": (_anomaly_rows(client, "live_anomalies"), _anomaly_rows(client, "fct_anomalies"))}
         # The staging views take the quarantine tables' verdicts for events loaded up to the run's
         # checked_through (the newest loaded_at less quarantine_lookback_minutes) and check later
         # ones themselves: so far every event was later (loaded minutes ago); with no lookback,
@@ -479,11 +652,23 @@ def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
         _assert_built_every_node(results, client, UNKNOWN_STAGES, UNKNOWN_STAGES | REDELIVERY)
         _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
         refreshed = {table: _table_csv(client, table) for table in marts}
-        yield BuiltCase(client, marts, incremental, refreshed, observed, expected)
+        live["full refresh"] = (_anomaly_rows(client, "live_anomalies"), _anomaly_rows(client, "fct_anomalies"))
+        yield BuiltCase(client, marts, incremental, refreshed, live, observed, expected)
 
 
 def test_batches_load_and_build_as_worked_out(built_case: BuiltCase):
     assert built_case.observed == built_case.expected_observed
+
+
+def test_live_anomalies_equal_the_batch_mart(built_case: BuiltCase):
+    """live_anomalies (detected at insert time: batch 1 back-filled when the live models were
+    created, batches 2 and 3 as the loader inserted them, with a late click, re-deliveries and a
+    retried loader batch) equals fct_anomalies restricted to the five bot rules: same ids, windows,
+    counts and thresholds. Again after a full refresh, which rebuilds the live tables from the raw."""
+    for when, (live, batch) in built_case.live.items():
+        assert batch, f"the case has no bot anomaly ({when})"
+        assert set(FIVE_RULES) == {row[2] for row in batch}, when
+        assert live == batch, when
 
 
 def test_incremental_runs_equal_a_full_refresh(built_case: BuiltCase):

@@ -193,3 +193,14 @@ def test_only_the_settings_package_reads_eventhouse_variables():
         for read in _reads_of_eventhouse_variables(path)
     ]
     assert reads == []
+
+
+def test_insert_time_tables_keep_the_raw_tables_deduplication_window():
+    """The targets of the raw tables' materialized views drop a retried loader batch only while its
+    token is within their window (macros/insert_time_tables.sql): the same window as the raw tables'."""
+    import yaml
+
+    from ingestion.raw_tables import DEDUP_WINDOW
+
+    project = yaml.safe_load((REPO_ROOT / "dbt_project.yml").read_text())
+    assert project["vars"]["insert_deduplication_window"] == DEDUP_WINDOW

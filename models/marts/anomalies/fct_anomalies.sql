@@ -7,7 +7,8 @@
 -- - kpi (kpi_anomalies, is_anomaly only): KPI_SPIKE (z > 0) or KPI_DROP (z < 0) of a day;
 --   observed is the z-score, threshold the z threshold (|observed| > threshold).
 -- anomaly_id is the md5 of what identifies the anomaly (family, type, entity, window start and
--- the single event behind it, if any), so it is stable across builds.
+-- the single event behind it, if any), so it is stable across builds; live_anomalies gives the
+-- same id to the same anomaly (both use macros/anomaly_rules.sql).
 
 with clickstream_anomalies as (
 
@@ -36,41 +37,7 @@ kpi_anomalies as (
 
 unioned as (
 
-    select
-        'clickstream' as anomaly_family,
-        anomaly_type,
-        'clickstream' as domain,
-        'session' as entity_type,
-        session_id as entity_id,
-        cast(null, 'Nullable(String)') as event_id,
-        window_start,
-        window_end,
-        toFloat64(click_count) as observed_value,
-        toFloat64(
-            if(
-                anomaly_type = 'HIGH_FREQUENCY',
-                {{ var('high_frequency_min_clicks') }},
-                {{ var('bot_like_min_clicks') }}
-            )
-        ) as threshold_value,
-        detected_at
-    from clickstream_anomalies
-
-    union all
-
-    select
-        'game' as anomaly_family,
-        anomaly_type,
-        'game' as domain,
-        'user' as entity_type,
-        user_id as entity_id,
-        event_id,
-        window_start,
-        window_end,
-        observed_value,
-        threshold_value,
-        detected_at
-    from game_anomalies
+    {{ bot_anomaly_rows('clickstream_anomalies', 'game_anomalies') }}
 
     union all
 
@@ -110,15 +77,7 @@ unioned as (
 final as (
 
     select
-        lower(hex(MD5(concatWithSeparator(
-            '|',
-            anomaly_family,
-            anomaly_type,
-            entity_type,
-            entity_id,
-            toString(toUnixTimestamp64Milli(window_start)),
-            coalesce(event_id, '')
-        )))) as anomaly_id,
+        {{ anomaly_id() }} as anomaly_id,
         anomaly_family,
         anomaly_type,
         domain,

@@ -19,6 +19,12 @@
 -- (they ended more than a gap before that session began) and are carried over as they were.
 -- delete+insert then replaces the entity's sessions, so a late event that bridges two
 -- sessions merges them and no orphan remains. The result equals a full refresh.
+--
+-- is_bot: an event of the session carried a bot signal (int_session_events_unioned), a bot
+-- anomaly's window of the clickstream session overlaps it, or a bot anomaly flagged the game
+-- session's player (types in var bot_anomaly_types, as dim_users.is_bot). It is set when the
+-- session is (re)computed: a player flagged later by a burst in a newer session keeps is_bot
+-- false on sessions carried over unchanged until a full refresh (dim_users.is_bot is current).
 
 {%- set session_columns = [
     'session_id', 'domain', 'session_entity_key', 'session_start_at', 'session_end_at',
@@ -29,6 +35,24 @@
 with events as (
 
     select * from {{ ref('int_session_events_unioned') }}
+
+),
+
+-- flagged windows of a type in var bot_anomaly_types (macros/exclude_bots.sql)
+bot_click_windows as (
+
+    select
+        session_id as session_entity_key,
+        window_start,
+        window_end
+    from {{ ref('clickstream_anomalies') }}
+    where {{ bot_anomaly_type_condition() }}
+
+),
+
+bot_players as (
+
+    {{ bot_user_ids() }}
 
 ),
 
@@ -185,10 +209,49 @@ recomputed_sessions as (
 
 ),
 
+sessions_in_bot_windows as (
+
+    select recomputed_sessions.session_id
+    from recomputed_sessions
+    inner join bot_click_windows
+        on recomputed_sessions.session_entity_key = bot_click_windows.session_entity_key
+    where
+        recomputed_sessions.domain = 'clickstream'
+        and bot_click_windows.window_start <= recomputed_sessions.session_end_at
+        and recomputed_sessions.session_start_at < bot_click_windows.window_end
+
+),
+
+recomputed_sessions_flagged as (
+
+    select
+        session_id,
+        domain,
+        session_entity_key,
+        session_start_at,
+        session_end_at,
+        session_date,
+        duration_seconds,
+        event_count,
+        click_count,
+        purchase_count,
+        revenue,
+        stage_clear_count,
+        stage_fail_count,
+        toBool(
+            is_bot
+            or session_id in (select sessions_in_bot_windows.session_id from sessions_in_bot_windows)
+            or domain = 'game' and session_entity_key in (select bot_players.user_id from bot_players)
+        ) as is_bot,
+        max_loaded_at
+    from recomputed_sessions
+
+),
+
 final as (
 
     select {{ session_columns | join(', ') }}
-    from recomputed_sessions
+    from recomputed_sessions_flagged
 
     {% if is_incremental() %}
 

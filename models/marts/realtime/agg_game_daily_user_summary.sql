@@ -1,6 +1,7 @@
 {{
     config(
         materialized='materialized_view',
+        settings=insert_time_table_settings(),
         engine='SummingMergeTree()',
         on_schema_change='append_new_columns',
         partition_by='toYYYYMM(event_date)',
@@ -12,8 +13,8 @@
 -- adds every block the loader inserts into the raw game table to this SummingMergeTree, one row
 -- per (day, player) and block until background merges add the rows up. Read it through
 -- `game_daily_user_summary_live`, which sums again because merges are not guaranteed.
--- It counts deliveries: the loader's retried batches are dropped by their deduplication token
--- before they reach the view, but an event a producer sent twice is counted twice here (the
+-- It counts deliveries: a batch the loader retries is dropped by this table's deduplication
+-- window (macros/insert_time_tables.sql), but an event a producer sent twice is counted twice here (the
 -- dbt marts count distinct events). Quarantined events (macros/quarantine.sql) are left out, as
 -- in the dbt marts, except for the rules an insert cannot apply: a stage outside the catalog (it
 -- would read another relation) and an event id used in another domain. Such events are counted

@@ -1,6 +1,7 @@
 {{
     config(
         materialized='materialized_view',
+        settings=insert_time_table_settings(),
         engine='AggregatingMergeTree()',
         on_schema_change='append_new_columns',
         order_by='(chapter_number, stage_number)'
@@ -11,7 +12,7 @@
 -- states that the view `agg_game_stage_difficulty_mv` adds for every block inserted into the raw
 -- game table. Read it through `game_stage_difficulty_live` (the -Merge combinators), never
 -- directly. Attempts, clears, fails and the clear-time quantiles are over deliveries, like the
--- daily summary (the loader's retried batches never reach the view; an event a producer sent
+-- daily summary (a batch the loader retries is dropped by the table's deduplication window; an event a producer sent
 -- twice counts twice); players is an exact distinct count. Counts rather than uniqExact of the
 -- event ids keep the states small: at 10M events, merging uniqExact states of ~3M event ids
 -- made the live query take 80-170 ms. Quarantined events (macros/quarantine.sql: an unknown mode,
