@@ -2,11 +2,16 @@
 
 import dagster as dg
 
+from orchestration.assets.alerting import alerts
 from orchestration.assets.dbt import DAILY_DBT_ASSETS, DBT_ASSETS
 from orchestration.assets.ingestion import RAW_TABLE_KEYS, dead_letters, kafka_topics
 
 RAW_TABLES = dg.AssetSelection.assets(*RAW_TABLE_KEYS)
-OBSERVED_SOURCES = dg.AssetSelection.assets(kafka_topics) | dg.AssetSelection.assets(dead_letters.key)
+OBSERVED_SOURCES = (
+    dg.AssetSelection.assets(kafka_topics)
+    | dg.AssetSelection.assets(dead_letters.key)
+    | dg.AssetSelection.assets(alerts)
+)
 # Every dbt model, seed and snapshot; the day-partitioned marts among them.
 DBT = dg.AssetSelection.assets(*DBT_ASSETS)
 DAILY_MARTS = dg.AssetSelection.assets(*DAILY_DBT_ASSETS)
@@ -47,7 +52,7 @@ daily_job = dg.define_asset_job(
 observe_sources_job = dg.define_asset_job(
     "observe_sources",
     selection=OBSERVED_SOURCES,
-    description="Observe the Kafka topics (messages, loader lag) and the dead letters.",
+    description="Observe the Kafka topics (messages, loader lag), the dead letters and the published alerts.",
 )
 
 JOBS = [ingestion_job, build_warehouse_job, hourly_job, daily_job, observe_sources_job]

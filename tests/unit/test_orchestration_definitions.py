@@ -56,6 +56,7 @@ def test_lineage_runs_from_kafka_topics_to_marts(graph):
     assert {key for key in keys if key.startswith("eventhouse_raw/")} == {
         *(f"eventhouse_raw/raw_{d}_events" for d in ("clickstream", "game", "economy", "orders")),
         "eventhouse_raw/dead_letters",
+        "eventhouse_raw/alerts",
     }
     raw_game = graph.get(dg.AssetKey(["eventhouse_raw", "raw_game_events"]))
     assert dg.AssetKey(["kafka", "game.events"]) in raw_game.parent_keys
@@ -65,6 +66,8 @@ def test_lineage_runs_from_kafka_topics_to_marts(graph):
     assert dg.AssetKey(["base_game__events"]) in graph.get(dg.AssetKey(["stg_game__events"])).parent_keys
     assert dg.AssetKey(["stg_game__events"]) in graph.get(dg.AssetKey(["int_events_unioned"])).parent_keys
     assert dg.AssetKey(["int_events_unioned"]) in graph.get(dg.AssetKey(["fct_events"])).parent_keys
+    # raw table -> live anomalies (insert-time) -> the alerts the publisher raised, observed
+    assert dg.AssetKey(["live_anomalies"]) in graph.get(dg.AssetKey(["eventhouse_raw", "alerts"])).parent_keys
 
 
 def test_every_dbt_node_is_an_asset_in_its_layer_group(graph, manifest):
