@@ -23,6 +23,7 @@ from typing import Any
 
 from alerting.anomaly import PIPELINE_FAMILY, Anomaly, pipeline_anomaly_id
 from alerting.state import DeliveryState
+from ingestion.lag import GroupLag
 from settings import AlertSettings, KafkaConfig
 
 log = logging.getLogger(__name__)
@@ -157,17 +158,48 @@ def measure_freshness(client: Any, raw_database: str) -> dict[str, datetime | No
     return out
 
 
-def measure_lag(kafka: KafkaConfig, group_id: str) -> dict[str, int]:
-    """The loader group's lag per domain (topics that do not exist yet count nothing)."""
-    from ingestion.lag import group_lag
+def loader_lag_by_domain(lags: Iterable[GroupLag]) -> dict[str, int]:
+    """Each domain's loader lag, from the lag of every group that may load it.
+
+    The loader runs under `eventhouse load --group-id` (one group for every domain) or under
+    Dagster's per-domain groups (`<group>-<domain>`): a domain's lag is the smallest among the
+    groups that have committed on its topics, since one of them is the loader that keeps up. When
+    none has, nothing of it was ever loaded and the lag is all its messages.
+    """
     from ingestion.topics import TOPICS_BY_NAME
 
-    lag = group_lag(kafka, group_id, list(TOPICS_BY_NAME))
-    by_domain: dict[str, int] = {}
-    for topic, value in lag.by_topic().items():
-        domain = TOPICS_BY_NAME[topic].domain
-        by_domain[domain] = by_domain.get(domain, 0) + value
-    return by_domain
+    committed: dict[str, list[int]] = {}
+    uncommitted: dict[str, int] = {}
+    for lag in lags:
+        by_domain: dict[str, int] = {}
+        started: set[str] = set()
+        for p in lag.partitions:
+            domain = TOPICS_BY_NAME[p.topic].domain
+            by_domain[domain] = by_domain.get(domain, 0) + p.lag
+            if p.committed is not None:
+                started.add(domain)
+        for domain, value in by_domain.items():
+            if domain in started:
+                committed.setdefault(domain, []).append(value)
+            else:
+                uncommitted[domain] = max(uncommitted.get(domain, 0), value)
+    return {
+        domain: min(committed[domain]) if domain in committed else uncommitted[domain]
+        for domain in {*committed, *uncommitted}
+    }
+
+
+def measure_lag(kafka: KafkaConfig, group_id: str) -> dict[str, int]:
+    """The loader's lag per domain (topics that do not exist yet count nothing), whether it runs as
+    `eventhouse load --group-id <group_id>` or as Dagster's per-domain groups (`<group_id>-<domain>`)."""
+    from ingestion.lag import group_lag
+    from ingestion.topics import DOMAINS, TOPICS, TOPICS_BY_NAME
+
+    lags = [group_lag(kafka, group_id, list(TOPICS_BY_NAME))]
+    for domain in DOMAINS:
+        topics = [spec.name for spec in TOPICS if spec.domain == domain]
+        lags.append(group_lag(kafka, f"{group_id}-{domain}", topics))
+    return loader_lag_by_domain(lags)
 
 
 def check_pipeline(

@@ -12,7 +12,11 @@ Three measurements in one run (issue 15's benchmark):
    HIGH_FREQUENCY window) and an impossible clear (one event, clear_time_ms 100). The latency of
    an alert is `alerts.published_at` minus the `ts` of the event that made the anomaly: the 50th
    click of the window (high_frequency_min_clicks) or the clear.
-3. The live tables' size (system.parts) after the latency run, and per hour at that rate.
+3. The live tables' size after an hour of events at `--rate`: an hour of the mix's clicks and
+   stage clears (a quarter of the events each) is generated in ClickHouse itself (INSERT ... SELECT
+   from numbers(), in the loader's row format) into raw tables with the live models attached;
+   sessions of 5 clicks 20 s apart, clears of a million players. Sizes from system.parts, as
+   inserted and after the merges (OPTIMIZE FINAL). Also the sizes after the latency run.
 
 The background mix flags nothing: its sessions and players are spread so that no window reaches a
 threshold (sample_event's players are re-spread; 3,000 players clearing 2,500 stages/s would
@@ -39,6 +43,7 @@ import clickhouse_connect
 from bench.common import embedded_stack, sample_event
 from ingestion.contract import format_ts, make_event
 from ingestion.publisher import Publisher
+from ingestion.raw_tables import RAW_COLUMNS
 from ingestion.topics import message_key, topic_for
 from settings import REPO_ROOT, load_settings
 
@@ -256,6 +261,94 @@ def event_to_alert(env: dict[str, str], rate: int, seconds: float, interval: flo
     }
 
 
+def generated_hour(env: dict[str, str], rate: int, seconds: float) -> dict:
+    """Live table sizes after `seconds` of events at `rate`, generated in ClickHouse."""
+    target = databases(env, "hour")
+    attach_live_models(target)
+    settings = load_settings(target)
+    raw, db = settings.clickhouse.raw_database, settings.clickhouse.database
+    client = clickhouse_connect.get_client(**settings.clickhouse.client_kwargs())
+    per_kind = int(rate * seconds / 4)
+    step_ms = 4000 / rate  # one click (and one clear) every 4 events
+    base = "toDateTime64('2026-01-01 00:00:00', 3, 'UTC')"
+    common = (
+        "1 AS schema_version, 'bench' AS source_service, 'local' AS source_host, ts, ts AS ingested_at,"
+        " NULL AS sequence, event_id AS dedupe_key, payload, kafka_topic, 0 AS kafka_partition,"
+        " number AS kafka_offset, 'bench' AS kafka_topic_id"
+    )
+    started = time.perf_counter()
+    client.command(
+        f"""INSERT INTO `{raw}`.raw_clickstream_events ({", ".join(RAW_COLUMNS)})
+        SELECT concat('hc', toString(number)) AS event_id, 'clickstream.click' AS event_type, {
+            common.replace(
+                "1 AS schema_version",
+                "1 AS schema_version, NULL AS user_id, concat('hs', toString(intDiv(number, 5))) AS session_id",
+                1,
+            )
+        }
+        FROM (
+            SELECT number, {base} + toIntervalMillisecond(toUInt64(number * {step_ms})) AS ts,
+                concat('{{"item_id":', toString(number % 5000), ',"category":"S"}}') AS payload,
+                'clickstream' AS kafka_topic
+            FROM numbers({per_kind})
+        )""",
+        settings={"max_insert_block_size": 100_000, "min_insert_block_size_rows": 100_000},
+    )
+    client.command(
+        f"""INSERT INTO `{raw}`.raw_game_events ({", ".join(RAW_COLUMNS)})
+        SELECT concat('hg', toString(number)) AS event_id, 'game.stage_clear' AS event_type, {
+            common.replace(
+                "1 AS schema_version",
+                "1 AS schema_version, concat('hu', toString(number % 1000000)) AS user_id,"
+                " concat('hgs', toString(number % 1000000)) AS session_id",
+                1,
+            )
+        }
+        FROM (
+            SELECT number, {base} + toIntervalMillisecond(toUInt64(number * {step_ms})) AS ts,
+                concat('{{"chapter":', toString(1 + number % 5), ',"stage":', toString(1 + number % 10),
+                    ',"mode":"story","clear_time_ms":', toString(4000 + number % 9000), ',"score":900}}') AS payload,
+                'game.events' AS kafka_topic
+            FROM numbers({per_kind})
+        )""",
+        settings={"max_insert_block_size": 100_000, "min_insert_block_size_rows": 100_000},
+    )
+    insert_s = time.perf_counter() - started
+
+    def sizes() -> dict:
+        rows = client.query(
+            "SELECT table, sum(rows), sum(bytes_on_disk) FROM system.parts"
+            " WHERE active AND database = {db:String} AND table IN {tables:Array(String)} GROUP BY table",
+            parameters={"db": db, "tables": LIVE_TABLES},
+        ).result_rows
+        return {table: {"rows": int(n), "mb": round(size / 2**20, 1)} for table, n, size in rows}
+
+    as_inserted = sizes()
+    for table in LIVE_TABLES:
+        client.command(f"OPTIMIZE TABLE `{db}`.`{table}` FINAL")
+    started = time.perf_counter()
+    anomalies = client.command(f"SELECT count() FROM `{db}`.live_anomalies")
+    full_view_s = time.perf_counter() - started
+    # what the publisher's poll reads: the anomalies of the entities of the newest inserts
+    started = time.perf_counter()
+    client.query(
+        f"SELECT * FROM `{db}`.live_anomalies WHERE entity_id IN (SELECT entity_id FROM `{db}`.live_anomaly_entities"
+        f" WHERE inserted_at >= (SELECT max(inserted_at) FROM `{db}`.live_anomaly_entities) - INTERVAL 1 SECOND)"
+    )
+    recent_poll_s = time.perf_counter() - started
+    return {
+        "seconds_of_events": seconds,
+        "clicks": per_kind,
+        "stage_clears": per_kind,
+        "insert_s": round(insert_s, 1),
+        "live_tables_as_inserted": as_inserted,
+        "live_tables_merged": sizes(),
+        "live_anomalies_found": int(anomalies),
+        "full_live_anomalies_query_s": round(full_view_s, 2),
+        "poll_of_the_newest_inserts_s": round(recent_poll_s, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=300_000, help="events per loader run of the A/B")
@@ -263,6 +356,7 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--anomaly-interval", type=float, default=2.0)
+    parser.add_argument("--hour-seconds", type=float, default=3600.0, help="seconds of events for the sizes")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     os.chdir(REPO_ROOT)
@@ -270,6 +364,7 @@ def main() -> None:
         report = {
             "loader": loader_with_and_without(env, args.events, args.rounds),
             "alerts": event_to_alert(env, args.rate, args.seconds, args.anomaly_interval),
+            "live_tables_after_an_hour": generated_hour(env, args.rate, args.hour_seconds),
         }
     print(json.dumps(report, indent=2))
     if args.json:

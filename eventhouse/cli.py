@@ -20,6 +20,7 @@ from settings import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_BATCH_SECONDS,
     DEFAULT_DATABASE,
+    DEFAULT_LOADER_GROUP_ID,
     DEFAULT_METRICS_HOST,
     DEFAULT_RAW_DATABASE,
     DEFAULT_RETRY_MAX_SLEEP_SECONDS,
@@ -513,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser("load", help="load events from Kafka into ClickHouse raw tables")
     load.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
-    load.add_argument("--group-id", default="eventhouse-loader")
+    load.add_argument("--group-id", default=DEFAULT_LOADER_GROUP_ID)
     load.add_argument("--raw-database", default=None, help=f"default {DEFAULT_RAW_DATABASE} (EVENTHOUSE_RAW_DATABASE)")
     load.add_argument(
         "--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS, help="flush after this many messages"

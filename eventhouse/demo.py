@@ -135,6 +135,43 @@ def print_summary(defs: Any, runs: list[Any], client: Any, settings: Settings) -
         print(f"     clickstream ({d}, replayed): {n} clicks in {sessions} sessions, conversion {conversion:.1%}")
 
 
+def publish_live_alerts(settings: Settings) -> dict[str, Any]:
+    """One pass of the alert publisher (what `eventhouse alerts --once` does): every live anomaly not
+    yet published goes to the `alerts` table and the Kafka topic `anomalies`, once. Prints them."""
+    import clickhouse_connect
+
+    from alerting.publisher import AlertPublisher
+    from settings import alert_settings
+
+    publisher = AlertPublisher(settings, alert_settings())
+    try:
+        summary = publisher.run(once=True)
+    finally:
+        publisher.close()
+    client = clickhouse_connect.get_client(**{**settings.clickhouse.client_kwargs(), "database": "default"})
+    raw = settings.clickhouse.raw_database
+    by_type = client.query(
+        f"SELECT anomaly_type, count(), max(published_at) FROM `{raw}`.alerts FINAL GROUP BY anomaly_type "
+        "ORDER BY anomaly_type"
+    ).result_rows
+    total = sum(int(n) for _t, n, _at in by_type)
+    print(
+        f"   {summary.new_alerts} new alerts published this pass; the alerts table holds {total} ("
+        + ", ".join(f"{t} {n}" for t, n, _at in by_type)
+        + ")"
+    )
+    examples = client.query(
+        f"SELECT anomaly_type, entity_type, entity_id, window_start, observed_value, threshold_value "
+        f"FROM `{raw}`.alerts FINAL ORDER BY anomaly_type, window_start DESC LIMIT 1 BY anomaly_type"
+    ).result_rows
+    for kind, entity_type, entity, start, observed, threshold in examples:
+        when = f"{start:%Y-%m-%d %H:%M:%S}"
+        print(f"     {kind:<16} {entity_type} {entity} at {when}: {observed:g} (threshold {threshold:g})")
+    if total:
+        print("   (the same alerts are on the Kafka topic `anomalies`; `eventhouse alerts` keeps publishing new ones)")
+    return summary.as_dict()
+
+
 def already_published(settings: Settings) -> str | None:
     """What this home already holds of the demo's events (messages in Kafka, rows in the raw tables), or None.
 
@@ -177,7 +214,7 @@ def run_demo(stack: EmbeddedStack) -> int:
     started = time.monotonic()
     log_path = stack.layout.home / "logs" / "demo.log"
     _logs_to_file(log_path)
-    print(f"== 1/4 starting the embedded stack in {stack.layout.home} (logs: {log_path})", flush=True)
+    print(f"== 1/5 starting the embedded stack in {stack.layout.home} (logs: {log_path})", flush=True)
     state = stack.up()
     print(f"   ClickHouse http://127.0.0.1:{state.clickhouse_port}, Kafka 127.0.0.1:{state.kafka_port}")
     os.environ.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
@@ -188,7 +225,7 @@ def run_demo(stack: EmbeddedStack) -> int:
     parsing = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt-parse")
     parsed = parsing.submit(prepare_dbt_project)
 
-    print("== 2/4 produce the demo events into Kafka", flush=True)
+    print("== 2/5 produce the demo events into Kafka", flush=True)
     # Once per home. A second run on the same home shows the same warehouse, rebuilt, rather than
     # the same events delivered again (which the insert-time realtime aggregates would count twice)
     # or a wiped home (which would take along whatever else the user loaded into it).
@@ -203,7 +240,7 @@ def run_demo(stack: EmbeddedStack) -> int:
             flush=True,
         )
 
-    print("== 3/4 materialize every asset through Dagster (loader, then dbt with tests as checks)", flush=True)
+    print("== 3/5 materialize every asset through Dagster (loader, then dbt with tests as checks)", flush=True)
     import clickhouse_connect
     import dagster as dg
 
@@ -248,8 +285,18 @@ def run_demo(stack: EmbeddedStack) -> int:
             log_level="WARNING",
         )
 
-    print("== 4/4 summary", flush=True)
     ok = all(run.success for run in runs)
+    if ok:
+        print("== 4/5 publish the live anomalies as alerts (eventhouse alerts --once)", flush=True)
+        publish_live_alerts(settings)
+        # the alerts asset in the UI shows what was just published
+        with open(log_path, "a") as log, contextlib.redirect_stdout(log), dg.DagsterInstance.get() as instance:
+            defs.resolve_job_def("observe_sources").execute_in_process(
+                run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+                instance=instance,
+                raise_on_error=False,
+            )
+    print("== 5/5 summary", flush=True)
     if ok:
         print_summary(defs, runs, client, settings)
     print(

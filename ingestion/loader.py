@@ -44,6 +44,7 @@ from settings import (
     DEFAULT_BATCH_ROWS,
     DEFAULT_BATCH_SECONDS,
     DEFAULT_KAFKA_SESSION_TIMEOUT_MS,
+    DEFAULT_LOADER_GROUP_ID,
     DEFAULT_RAW_DATABASE,
     DEFAULT_RETRY_MAX_SLEEP_SECONDS,
     Settings,
@@ -58,7 +59,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoaderConfig:
     domains: tuple[str, ...] = DOMAINS
-    group_id: str = "eventhouse-loader"
+    group_id: str = DEFAULT_LOADER_GROUP_ID
     raw_database: str = DEFAULT_RAW_DATABASE
     batch_rows: int = DEFAULT_BATCH_ROWS
     batch_bytes: int = DEFAULT_BATCH_BYTES

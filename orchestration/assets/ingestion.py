@@ -12,12 +12,14 @@ from ingestion.raw_tables import raw_table
 from ingestion.topics import DOMAINS, TOPICS, topics_for_domains
 from orchestration.resources import EventhouseResource
 from orchestration.translator import raw_table_key
+from settings import DEFAULT_LOADER_GROUP_ID
 
 KAFKA_GROUP = "kafka"
 INGESTION_GROUP = "ingestion"
 # Each domain's loader is its own consumer group, so runs of different raw tables never rebalance
-# each other; resume positions live in ClickHouse's batch log, not in the group.
-LOADER_GROUP_PREFIX = "eventhouse-loader"
+# each other; resume positions live in ClickHouse's batch log, not in the group. (The pipeline alerts'
+# lag check knows these names: alerting/pipeline.py, measure_lag.)
+LOADER_GROUP_PREFIX = DEFAULT_LOADER_GROUP_ID
 
 
 def loader_group(domain: str) -> str:

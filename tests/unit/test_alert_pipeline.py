@@ -12,6 +12,7 @@ from alerting.pipeline import (
     freshness_breaches,
     lag_breaches,
     latency_breaches,
+    loader_lag_by_domain,
     p95,
     to_anomalies,
 )
@@ -95,3 +96,26 @@ def test_one_breach_is_one_alert_per_bucket_and_the_next_bucket_alerts_again():
     assert first.anomaly_id == same_hour.anomaly_id == expected
     assert next_hour.anomaly_id != first.anomaly_id
     assert (first.anomaly_family, first.window_start, first.detected_at) == ("pipeline", bucket(NOW, 60)[0], NOW)
+
+
+def test_loader_lag_is_the_lag_of_the_group_that_loads_each_domain():
+    """The CLI's group loads clickstream; Dagster's per-domain group loads game; nobody loaded orders
+    yet (every message counts); an idle group that never committed is not the loader."""
+    from ingestion.lag import GroupLag, PartitionLag
+
+    cli_group = GroupLag(
+        "eventhouse-loader",
+        (
+            PartitionLag("clickstream", 0, 90, 100),  # 10 behind
+            PartitionLag("clickstream", 1, 200, 200),
+            PartitionLag("game.events", 0, None, 5000),  # never committed here
+            PartitionLag("orders", 0, None, 30),
+        ),
+    )
+    dagster_game = GroupLag("eventhouse-loader-game", (PartitionLag("game.events", 0, 4990, 5000),))
+    dagster_clickstream = GroupLag("eventhouse-loader-clickstream", (PartitionLag("clickstream", 0, None, 100),))
+    assert loader_lag_by_domain([cli_group, dagster_game, dagster_clickstream]) == {
+        "clickstream": 10,
+        "game": 10,
+        "orders": 30,
+    }
