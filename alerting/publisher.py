@@ -2,9 +2,11 @@
 new, deliver what is owed. The protocol that makes each alert land once is in alerting/state.py.
 
 Polling is cheap on purpose: `live_anomaly_entities` has a row per insert into the live tables, so
-the poll asks only for the anomalies of entities touched since the previous poll (less an overlap:
-an insert's rows become visible when it ends, so a newer row may show before an older insert's). The
-first poll of a process has no such mark and reads every live anomaly; those already in `alerts` are
+the poll asks only for the anomalies of entities touched since the previous poll (less an overlap,
+5 s: an insert's rows become visible when it ends, so a newer row may show before an older
+insert's). Every `sweep_minutes` (10) a poll reads instead every entity touched since the previous
+sweep (less the overlap), which finds what an insert slower than the overlap made visible late. The
+first poll of a process has no mark and reads every live anomaly; those already in `alerts` are
 dropped. An anomaly is published as first seen: a window that keeps growing afterwards (more clicks)
 keeps its id and is not published again.
 """
@@ -111,6 +113,9 @@ class AlertPublisher:
         self.kafka = KafkaChannel(settings.kafka)
         self.channels = (CLICKHOUSE, KAFKA, WEBHOOK) if webhook_url else (CLICKHOUSE, KAFKA)
         self._since: datetime | None = None  # the live poll's mark; None: read every live anomaly
+        # the periodic sweep's mark and when it is due (the first poll reads everything, a sweep too)
+        self._sweep_since: datetime | None = None
+        self._next_sweep = 0.0
         self._kafka_acked: dict[int, int] | None = None  # partition -> next offset, from the log at start
         self._next_pipeline_check = 0.0
         self._check_missing = True  # at start: a previous process may have stopped between two writes
@@ -195,14 +200,17 @@ class AlertPublisher:
     def _poll_live(self) -> list[Anomaly]:
         db = self.database
         columns = ", ".join(ANOMALY_COLUMNS)
+        # every sweep_minutes the poll reads from the previous sweep's mark instead of the last poll's
+        sweeping = time.monotonic() >= self._next_sweep
+        mark = self._sweep_since if sweeping else self._since
         since = "toDateTime64({since:String}, 3, 'UTC')"
-        params = {"since": _ch_time(self._since)} if self._since else {}
-        recent = f"WHERE inserted_at >= {since}" if self._since else ""
+        params = {"since": _ch_time(mark)} if mark else {}
+        recent = f"WHERE inserted_at >= {since}" if mark else ""
         # the mark is taken before the read, so an insert landing during the read is read again next time
         newest, count = self.client.query(
             f"SELECT max(inserted_at), count() FROM `{db}`.live_anomaly_entities {recent}", parameters=params
         ).result_rows[0]
-        if self._since is None:
+        if mark is None:
             rows = self.client.query(f"SELECT {columns} FROM `{db}`.live_anomalies").result_rows
         else:
             rows = self.client.query(
@@ -212,6 +220,9 @@ class AlertPublisher:
             ).result_rows
         if count:
             self._since = _as_utc(newest) - timedelta(seconds=self.config.poll_overlap_seconds)
+        if sweeping:
+            self._sweep_since = self._since
+            self._next_sweep = time.monotonic() + self.config.sweep_minutes * 60
         return [Anomaly.from_row(r) for r in rows]
 
     def _publish_new(self, candidates: list[Anomaly], summary: PassSummary) -> None:

@@ -48,6 +48,9 @@ from typing import Any
 
 from alerting.anomaly import ANOMALY_COLUMNS, Anomaly
 
+# the last N insert tokens a table keeps to recognise a retried insert: the raw tables' window
+from ingestion.raw_tables import DEDUP_WINDOW
+
 ALERTS_TABLE = "alerts"
 DELIVERIES_TABLE = "alert_deliveries"
 
@@ -58,8 +61,6 @@ CHANNELS = (CLICKHOUSE, KAFKA, WEBHOOK)
 
 PENDING, SENDING, FAILED, DELIVERED = "pending", "sending", "failed", "delivered"
 
-# Keep the last N insert tokens per table, so a retried insert is recognised (as the raw tables do).
-DEDUP_WINDOW = 10_000
 
 ALERT_COLUMNS = (*ANOMALY_COLUMNS, "published_at", "channels")
 DELIVERY_COLUMNS = (

@@ -262,6 +262,56 @@ game_clear_anomalies as (
     from {{ game_anomalies }}
 {%- endmacro %}
 
+{#- clickstream_anomalies' columns from flagged windows (session_id, anomaly_type, window_start_ms,
+    window_end_ms, click_count, unique_items): the windows' bounds as UTC times, and `detected_at`
+    (an expression). -#}
+{% macro click_anomaly_columns(flagged_windows, detected_at) -%}
+    select
+        session_id,
+        anomaly_type,
+        fromUnixTimestamp64Milli(toInt64(window_start_ms), 'UTC') as window_start,
+        fromUnixTimestamp64Milli(toInt64(window_end_ms), 'UTC') as window_end,
+        click_count,
+        unique_items,
+        {{ detected_at }} as detected_at
+    from {{ flagged_windows }}
+{%- endmacro %}
+
+{#- The columns of the stage_clears CTE game_clear_anomaly_ctes() needs, from clears with staging's
+    columns (event_id, user_id, game_session_id, chapter_number, stage_number, clear_time_ms,
+    score, ts) and `detected_at` (an expression); the caller adds its `where`. -#}
+{% macro stage_clear_columns(clears, detected_at) -%}
+    select
+        event_id,
+        user_id,
+        game_session_id,
+        cast(toUInt16(chapter_number) * 100 + stage_number, 'Nullable(UInt16)') as stage_key,
+        clear_time_ms,
+        score,
+        ts,
+        toUnixTimestamp64Milli(ts) as cleared_at_ms,
+        {{ detected_at }} as detected_at
+    from {{ clears }}
+{%- endmacro %}
+
+{#- fct_anomalies' columns, anomaly_id first, from rows shaped as bot_anomaly_rows gives them. -#}
+{% macro anomalies_with_ids(anomaly_rows) -%}
+    select
+        {{ anomaly_id() }} as anomaly_id,
+        anomaly_family,
+        anomaly_type,
+        domain,
+        entity_type,
+        entity_id,
+        event_id,
+        window_start,
+        window_end,
+        observed_value,
+        threshold_value,
+        detected_at
+    from {{ anomaly_rows }}
+{%- endmacro %}
+
 {#- anomaly_id: the md5 of what identifies an anomaly (family, type, entity, window start and the
     single event behind it, if any), so it is stable across builds and equal live and in batch. -#}
 {% macro anomaly_id() -%}

@@ -46,11 +46,15 @@ DEFAULT_LAG_THRESHOLD = 10_000
 DEFAULT_FRESHNESS_HOURS = 2.0
 
 # The alert publisher (`eventhouse alerts`, alerting/). It polls the live anomalies every second,
-# re-reads the live tables' inserts of the last 60 s at each poll (an insert's rows become visible
-# only when it ends, so a poll may see a newer row before an older insert finishes), and retries
-# a failed webhook delivery on later passes after 1 s, 2 s, 4 s, ... up to 5 minutes apart.
+# reading the entities the live tables got rows for since its previous poll less 5 s (an insert's
+# rows become visible only when it ends, so a poll may see a newer row before an older insert
+# finishes), and every 10 minutes the whole interval since the previous such sweep (an insert that
+# took longer than the overlap is found then; a longer overlap at every poll would re-read most of
+# the live tables each second). A failed webhook delivery is retried on later passes after 1 s,
+# 2 s, 4 s, ... up to 5 minutes apart.
 DEFAULT_ALERT_POLL_SECONDS = 1.0
-DEFAULT_ALERT_POLL_OVERLAP_SECONDS = 60.0
+DEFAULT_ALERT_POLL_OVERLAP_SECONDS = 5.0
+DEFAULT_ALERT_SWEEP_MINUTES = 10.0
 DEFAULT_ALERT_RETRY_BASE_SECONDS = 1.0
 DEFAULT_ALERT_RETRY_MAX_SECONDS = 300.0
 DEFAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS = 10.0
@@ -153,6 +157,7 @@ class AlertSettings:
 
     poll_seconds: float = DEFAULT_ALERT_POLL_SECONDS
     poll_overlap_seconds: float = DEFAULT_ALERT_POLL_OVERLAP_SECONDS
+    sweep_minutes: float = DEFAULT_ALERT_SWEEP_MINUTES
     retry_base_seconds: float = DEFAULT_ALERT_RETRY_BASE_SECONDS
     retry_max_seconds: float = DEFAULT_ALERT_RETRY_MAX_SECONDS
     webhook_timeout_seconds: float = DEFAULT_ALERT_WEBHOOK_TIMEOUT_SECONDS
@@ -198,6 +203,7 @@ def alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
         poll_overlap_seconds=_env_non_negative_float(
             env, "EVENTHOUSE_ALERT_POLL_OVERLAP_SECONDS", DEFAULT_ALERT_POLL_OVERLAP_SECONDS
         ),
+        sweep_minutes=_env_positive_float(env, "EVENTHOUSE_ALERT_SWEEP_MINUTES", DEFAULT_ALERT_SWEEP_MINUTES),
         retry_base_seconds=base,
         retry_max_seconds=ceiling,
         webhook_timeout_seconds=_env_positive_float(

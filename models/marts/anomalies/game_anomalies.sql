@@ -18,17 +18,7 @@ stages as (
 
 stage_clears as (
 
-    select
-        event_id,
-        user_id,
-        game_session_id,
-        cast(toUInt16(chapter_number) * 100 + stage_number, 'Nullable(UInt16)') as stage_key,
-        clear_time_ms,
-        score,
-        ts,
-        toUnixTimestamp64Milli(ts) as cleared_at_ms,
-        now64(3, 'UTC') as detected_at
-    from game_events
+    {{ stage_clear_columns('game_events', "now64(3, 'UTC')") }}
     where event_type = 'game.stage_clear'
 
 ),

@@ -27,20 +27,7 @@ unioned as (
 
 final as (
 
-    select
-        {{ anomaly_id() }} as anomaly_id,
-        anomaly_family,
-        anomaly_type,
-        domain,
-        entity_type,
-        entity_id,
-        event_id,
-        window_start,
-        window_end,
-        observed_value,
-        threshold_value,
-        detected_at
-    from unioned
+    {{ anomalies_with_ids('unioned') }}
 
 )
 

@@ -29,15 +29,7 @@ flagged_windows as (
 
 final as (
 
-    select
-        session_id,
-        anomaly_type,
-        fromUnixTimestamp64Milli(toInt64(window_start_ms), 'UTC') as window_start,
-        fromUnixTimestamp64Milli(toInt64(window_end_ms), 'UTC') as window_end,
-        click_count,
-        unique_items,
-        detected_at
-    from flagged_windows
+    {{ click_anomaly_columns('flagged_windows', 'detected_at') }}
 
 )
 

@@ -36,17 +36,7 @@ latest_clears as (
 
 stage_clears as (
 
-    select
-        event_id,
-        user_id,
-        game_session_id,
-        cast(toUInt16(chapter_number) * 100 + stage_number, 'Nullable(UInt16)') as stage_key,
-        clear_time_ms,
-        score,
-        ts,
-        toUnixTimestamp64Milli(ts) as cleared_at_ms,
-        detected_at
-    from latest_clears
+    {{ stage_clear_columns('latest_clears', 'detected_at') }}
     where
         (chapter_number, stage_number) in (
             select
