@@ -619,6 +619,15 @@ def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
         # 9008's re-delivered click counts once
         observed["live edge anomalies after batch 3"] = _edge_anomalies(client)
         expected["live edge anomalies after batch 3"] = EDGE_ANOMALIES
+        # the live tables expire rows by insert time (the case's events are from 2024 and 2014)
+        observed["live tables' TTL"] = {
+            table: "TTL toDateTime(inserted_at) + toIntervalHour(" in client.command(
+                "SELECT engine_full FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+                parameters={"t": table},
+            )
+            for table in ("live_click_windows", "live_stage_clears", "live_anomaly_entities")
+        }
+        expected["live tables' TTL"] = dict.fromkeys(observed["live tables' TTL"], True)
         results = _dbt(build, env, target)
         _assert_built_every_node(results, client, UNKNOWN_STAGES | REDELIVERY)
         _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
