@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.contract import make_event
 from ingestion.raw_tables import ensure_tables
 from ingestion.raw_writer import RawWriter
-from tests.integration.conftest import prepared_database
+from tests.integration.conftest import WORK_DATABASE, prepared_database
 from tests.integration.dbt_support import run_dbt as _dbt
 
 pytestmark = pytest.mark.integration
@@ -198,18 +197,25 @@ def test_dbt_docs_generate_documents_every_model(built, tmp_path):
         assert not undocumented, f"{uid}: columns without a description: {undocumented}"
 
 
-def test_a_build_on_a_brand_new_database_stops_at_once_naming_the_command_to_run_first(embedded_stack, tmp_path):
+def test_a_build_on_a_brand_new_database_stops_at_once_naming_the_command_to_run_first(
+    embedded_stack, prepared_template, tmp_path
+):
     """`dbt build` as an analyst or a CI job runs it on a new database: the unit tests of an
     incremental model read its table, so the on-run-start hook stops the run before any node
     with one line naming the command that creates them (`make dbt-checks` runs them)."""
-    database = f"dbt_new_{uuid.uuid4().hex[:8]}"
+    # WORK_DATABASE (no dbt_env is open meanwhile), dropped first so that it is brand new: the
+    # session's parse of the project for it spares dbt a full parse
+    database = WORK_DATABASE
     env = {
         **embedded_stack.env,
         "EVENTHOUSE_CLICKHOUSE_DATABASE": database,
         "EVENTHOUSE_RAW_DATABASE": f"raw_{database}",
     }
     client = embedded_stack.client()
+    client.command(f"DROP DATABASE IF EXISTS `{database}`")
+    client.command(f"DROP DATABASE IF EXISTS `raw_{database}`")
     ensure_tables(client, env["EVENTHOUSE_RAW_DATABASE"])
+    shutil.copy(prepared_template.work_parse, tmp_path / "partial_parse.msgpack")
     try:
         result = _dbt(["build"], env, tmp_path)
         assert result.returncode != 0
