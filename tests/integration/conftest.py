@@ -6,6 +6,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,9 +57,16 @@ def prepared_template(embedded_stack, tmp_path_factory) -> Iterator[PreparedTemp
     env = _dbt_database_env(embedded_stack, database)
     ensure_tables(embedded_stack.client(), env["EVENTHOUSE_RAW_DATABASE"])
     target = tmp_path_factory.mktemp("dbt-template")
-    for step in DBT_PREPARE_STEPS:
-        prepared = run_dbt(step, env, target)
-        assert prepared.returncode == 0, prepared.stdout[-3000:]
+    work_target = tmp_path_factory.mktemp("dbt-work-parse")
+    # the parse for WORK_DATABASE (CPU-bound dbt) beside the preparation (much of it waiting for
+    # ClickHouse): they share nothing
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        work_parse = pool.submit(run_dbt, ["parse"], _dbt_database_env(embedded_stack, WORK_DATABASE), work_target)
+        for step in DBT_PREPARE_STEPS:
+            prepared = run_dbt(step, env, target)
+            assert prepared.returncode == 0, prepared.stdout[-3000:]
+        parsed = work_parse.result()
+    assert parsed.returncode == 0, parsed.stdout[-3000:]
     # creation order: dbt finished each node after its parents (the last step's run_results
     # lists them in that order)
     order = [r["unique_id"].split(".")[2] for r in json.loads((target / "run_results.json").read_text())["results"]]
@@ -73,9 +81,6 @@ def prepared_template(embedded_stack, tmp_path_factory) -> Iterator[PreparedTemp
     # tables first (no dependencies), then views and materialized views in dbt's order
     rank = {name: i for i, name in enumerate(order)}
     relations = sorted(rows, key=lambda r: ("View" in r[1], rank.get(r[0], -1)))
-    work_target = tmp_path_factory.mktemp("dbt-work-parse")
-    parsed = run_dbt(["parse"], _dbt_database_env(embedded_stack, WORK_DATABASE), work_target)
-    assert parsed.returncode == 0, parsed.stdout[-3000:]
     try:
         yield PreparedTemplate(database, relations, work_target / "partial_parse.msgpack")
     finally:

@@ -5,10 +5,12 @@ written straight into the raw tables (`RawWriter`, the loader's row format): eac
 (a game session with a stage clear, a gold grant, a shop purchase), one order and one clickstream
 session. The marts build with one partition per day. Then a second player, order and clickstream
 session arrive on two days; the upstream models pick them up, and a partition run of the first
-day (the orchestrator's command: `dbt build --select tag:daily_partitioned --vars
-{partition_start_date, partition_end_date}`) changes that day's rows only: every other partition,
-the second day's included, keeps its very parts. A run without the vars catches the second day up
-and gives the tables a full refresh gives.
+day (the orchestrator's command: `dbt build --select tag:daily_partitioned --exclude-resource-type
+unit_test --vars {partition_start_date, partition_end_date}`; the unit tests are `make dbt-checks`')
+changes that day's rows only: every other partition, the second day's included, keeps its very
+parts. A run without the vars catches the second day up and gives the tables a full refresh gives.
+Only the marts and what they and their tests read are built: the rest of the project is
+test_dbt_project.py's.
 """
 
 from __future__ import annotations
@@ -16,18 +18,18 @@ from __future__ import annotations
 import functools
 import json
 import re
-import uuid
+import shutil
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
-from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.contract import make_event
-from ingestion.raw_tables import ensure_tables
 from ingestion.raw_writer import RawWriter
 from orchestration.project import prepare_dbt_project
 from orchestration.translator import DAILY_PARTITIONED_TAG
+from tests.integration.conftest import WORK_DATABASE, prepared_database
 from tests.integration.dbt_support import run_dbt
 
 pytestmark = pytest.mark.integration
@@ -51,26 +53,48 @@ def _marts() -> dict[str, str]:
     return marts
 
 
+@functools.cache
+def _selection() -> list[str]:
+    """What the tests build: the partitioned marts, every model they read, and every model a test of
+    theirs reads (assert_commerce_marts_add_up compares with marts that are not partitioned), with
+    their parents; the rest of the project is not read here (test_dbt_project.py builds it all)."""
+    nodes = json.loads(prepare_dbt_project().read_text())["nodes"]
+    marts = {uid for uid, node in nodes.items() if DAILY_PARTITIONED_TAG in node["tags"]}
+    read_by_tests = {
+        parent
+        for node in nodes.values()
+        if node["resource_type"] == "test" and marts & set(node["depends_on"]["nodes"])
+        for parent in node["depends_on"]["nodes"]
+        if parent.startswith("model.") and parent not in marts
+    }
+    return [f"+tag:{DAILY_PARTITIONED_TAG}", *sorted(f"+{nodes[uid]['name']}" for uid in read_by_tests)]
+
+
 @pytest.fixture(scope="module")
-def module_dbt_env(embedded_stack, tmp_path_factory):
-    """One dbt database and raw database for the module, prepared for `dbt build` once (seeds, the
-    incremental models created empty: two dbt invocations), and one target directory, so every dbt
-    command after the first parses partially. Each test leaves the database as the other can start
-    from: the first rebuilds everything with --full-refresh; the second reads only table layouts.
+def module_dbt_env(embedded_stack, prepared_template, tmp_path_factory):
+    """One dbt database and raw database for the module, a copy of the session's prepared template
+    (seeds, the incremental models created empty), and one target directory that starts from the
+    session's parse, so every dbt command without vars parses partially. Each test leaves the
+    database as the other can start from: the first rebuilds what it reads with --full-refresh; the
+    second reads only table layouts.
 
     Yields (env, database, target_path), as tests/integration/conftest.py's `dbt_env` does per test.
     """
-    database = f"dbt_{uuid.uuid4().hex[:8]}"
     target = tmp_path_factory.mktemp("dbt-daily-partitions")
-    env = embedded_stack.env
-    env["EVENTHOUSE_CLICKHOUSE_DATABASE"] = database
-    env["EVENTHOUSE_RAW_DATABASE"] = f"raw_{database}"
-    ensure_tables(embedded_stack.client(), env["EVENTHOUSE_RAW_DATABASE"])
-    for step in DBT_PREPARE_STEPS:
-        _ok(step, env, target)
-    yield env, database, target
-    embedded_stack.client().command(f"DROP DATABASE IF EXISTS {database}")
-    embedded_stack.client().command(f"DROP DATABASE IF EXISTS raw_{database}")
+    shutil.copy(prepared_template.work_parse, target / "partial_parse.msgpack")
+    # WORK_DATABASE, whose parse the session holds: no test of this module uses dbt_env meanwhile
+    with prepared_database(embedded_stack, prepared_template, WORK_DATABASE) as (env, database):
+        yield env, database, target
+
+
+def _with_vars(target: Path, tmp_path: Path, name: str) -> Path:
+    """A copy of `target` for an invocation with --vars: dbt parses in full when the vars change
+    and saves that parse, so running it in `target` would make the next run without vars parse in
+    full again."""
+    own = tmp_path / name
+    own.mkdir()
+    shutil.copy(target / "partial_parse.msgpack", own / "partial_parse.msgpack")
+    return own
 
 
 def _ok(args: list[str], env: dict, target) -> str:
@@ -176,8 +200,9 @@ def _checksums(client) -> dict[str, tuple]:
     }
 
 
-def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, module_dbt_env):
+def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, module_dbt_env, tmp_path):
     env, database, target = module_dbt_env
+    selection = ["--select", *_selection()]
     assert {"kpi_daily", "commerce_daily_sales", "engagement_active_users"} <= _marts().keys()  # read below
     client = embedded_stack.client(database=database)
     writer = RawWriter(client, env["EVENTHOUSE_RAW_DATABASE"])
@@ -186,7 +211,7 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, module_dbt_
     writer.flush()
 
     # A first build of 120 days: one insert touches 120 partitions of each mart.
-    _ok(["run", "--full-refresh"], env, target)
+    _ok(["run", "--full-refresh", *selection], env, target)
     for table, column in _marts().items():
         days = client.command(f"SELECT uniqExact({column}) FROM `{table}`")
         assert days == DAYS, table
@@ -209,9 +234,13 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, module_dbt_
     # partitioned pick them up, then the partition run of DAY1 alone (with the tests of the
     # partitioned marts, assert_commerce_marts_add_up's comparison with fct_orders included).
     writer.add_all([*_day_events(DAY1, "extra"), *_day_events(DAY2, "extra")]).flush()
-    _ok(["run", "--exclude", "tag:daily_partitioned"], env, target)
+    _ok(["run", *selection, "--exclude", "tag:daily_partitioned"], env, target)
     day1 = json.dumps({"partition_start_date": str(DAY1), "partition_end_date": str(DAY1)})
-    _ok(["build", "--select", "tag:daily_partitioned", "--vars", day1], env, target)
+    _ok(
+        ["build", "--select", "tag:daily_partitioned", "--exclude-resource-type", "unit_test", "--vars", day1],
+        env,
+        _with_vars(target, tmp_path, "partition-run"),
+    )
 
     for table, column in _marts().items():
         assert _rows(client, table, column, DAY1) != before[table][DAY1], f"{table}: {DAY1} not recomputed"
@@ -269,7 +298,11 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, module_dbt_
 
     # The vars are checked.
     reversed_days = json.dumps({"partition_start_date": str(DAY2), "partition_end_date": str(DAY1)})
-    result = run_dbt(["compile", "--select", "kpi_daily", "--vars", reversed_days], env, target)
+    result = run_dbt(
+        ["compile", "--select", "kpi_daily", "--vars", reversed_days],
+        env,
+        _with_vars(target, tmp_path, "reversed-days"),
+    )
     assert result.returncode != 0 and "is after partition_end_date" in result.stdout, result.stdout[-2000:]
 
 
