@@ -571,7 +571,7 @@ def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
     """The case through the broker, the loader and dbt, once for this module's tests.
 
     Unit tests are left out of these builds: they do not read the data, and `make dbt-checks`
-    and test_dbt_project.py run them all. The first build is a full refresh of a brand-new
+    runs them all. The first build is a full refresh of a brand-new
     database, so it needs no preparation (seeds are built by it)."""
     target = tmp_path_factory.mktemp("warehouse-case")
     build = ["build", "--exclude-resource-type", "unit_test"]
