@@ -181,7 +181,7 @@ def wait_for_alerts(client, raw: str, expected: int, timeout: float) -> int:
     return int(seen)
 
 
-def event_to_alert(env: dict[str, str], rate: int, seconds: float, interval: float) -> dict:
+def event_to_alert(env: dict[str, str], rate: int, seconds: float, interval: float, alerts_args: str = "") -> dict:
     target = databases(env, "latency")
     attach_live_models(target)
     settings = load_settings(target)
@@ -195,7 +195,7 @@ def event_to_alert(env: dict[str, str], rate: int, seconds: float, interval: flo
         stderr=subprocess.DEVNULL,
     )
     alerts = subprocess.Popen(
-        [str(bin_dir / "eventhouse"), "alerts"],
+        [str(bin_dir / "eventhouse"), "alerts", *alerts_args.split()],
         env=target,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -274,6 +274,7 @@ def event_to_alert(env: dict[str, str], rate: int, seconds: float, interval: flo
     hour = 3600 / publish_s
     return {
         "target_rate_events_per_s": rate,
+        "alerts_args": alerts_args,
         "events_sent": sent,
         "achieved_rate_events_per_s": round(sent / publish_s),
         "bursts": bursts,
@@ -395,6 +396,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--anomaly-interval", type=float, default=2.0)
     parser.add_argument("--hour-seconds", type=float, default=3600.0, help="seconds of events for the sizes")
+    parser.add_argument("--alerts-args", default="", help="extra `eventhouse alerts` flags, e.g. '--interval 0.5'")
     parser.add_argument("--only", choices=["loader", "alerts", "hour"], default=None, help="run one part")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -402,7 +404,7 @@ def main() -> None:
     with embedded_stack("eventhouse-live-bench-") as env:
         parts = {
             "loader": lambda: loader_with_and_without(env, args.events, args.rounds),
-            "alerts": lambda: event_to_alert(env, args.rate, args.seconds, args.anomaly_interval),
+            "alerts": lambda: event_to_alert(env, args.rate, args.seconds, args.anomaly_interval, args.alerts_args),
             "hour": lambda: generated_hour(env, args.rate, args.hour_seconds),
         }
         report = {name: run_part() for name, run_part in parts.items() if args.only in (None, name)}
