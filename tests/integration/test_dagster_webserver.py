@@ -97,9 +97,15 @@ def test_kafka_topics_and_raw_tables(assets):
         assert assets[key]["groupName"] == "kafka", key
         assert assets[key]["isObservable"], f"{key} should be an observable source"
     raw_tables = {f"eventhouse_raw/raw_{domain}_events" for domain in DOMAINS}
-    assert {key for key in assets if key.startswith("eventhouse_raw/")} == raw_tables | {"eventhouse_raw/dead_letters"}
+    assert {key for key in assets if key.startswith("eventhouse_raw/")} == raw_tables | {
+        "eventhouse_raw/dead_letters",
+        "eventhouse_raw/alerts",
+    }
     for key in [*raw_tables, "eventhouse_raw/dead_letters"]:
         assert assets[key]["groupName"] == "ingestion", key
+    # the alerts the publisher raised from the live anomalies: observed, in a group of their own
+    alerts = assets["eventhouse_raw/alerts"]
+    assert (alerts["groupName"], alerts["isObservable"], _deps(alerts)) == ("alerting", True, {"live_anomalies"})
     # every raw table reads at least one topic, and every topic feeds a raw table
     fed = set()
     for key in raw_tables:
@@ -137,7 +143,7 @@ def test_dbt_groups(assets, manifest):
     groups = {node["groupName"] for node in assets.values()}
     layers = {layer_group(node["fqn"], node["resource_type"]) for node in _dbt_nodes(manifest)}
     assert {"seeds", "staging", "intermediate", "core", "snapshots"} <= layers
-    assert groups == {"kafka", "ingestion"} | layers
+    assert groups == {"kafka", "ingestion", "alerting"} | layers
     assert {key for key, node in assets.items() if node["groupName"] in layers} == {
         node["name"] for node in _dbt_nodes(manifest)
     }
