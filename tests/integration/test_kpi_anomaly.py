@@ -37,15 +37,25 @@ def _series_table(client, database: str, table: str, values: list[float]) -> Non
     client.insert(f"{database}.{table}", rows, column_names=["metric_date", "kpi_value"])
 
 
-def _failing_rows(env: dict, target, database: str, table: str, **arguments) -> list[dict]:
-    """The rows the generic test returns (its failures) for `table`'s kpi_value."""
-    extra = "".join(f", {name}={value!r}" for name, value in arguments.items())
-    sql = (
-        f"{{{{ test_kpi_anomaly(model=api.Relation.create(schema='{database}', identifier='{table}'), "
-        f"column_name='kpi_value', date_column='metric_date'{extra}) }}}}"
-    )
+def _failing_rows(env: dict, target, database: str, cases: dict[str, tuple[str, dict]]) -> dict[str, list[dict]]:
+    """Per case name, the rows the generic test returns (its failures) for a table's kpi_value with
+    some arguments: case -> (table, arguments). One `dbt show` renders every case (a dbt process
+    costs seconds), each case's rows labelled with its name."""
+    renders = []
+    for name, (table, arguments) in cases.items():
+        extra = "".join(f", {argument}={value!r}" for argument, value in arguments.items())
+        relation = f"api.Relation.create(schema='{database}', identifier='{table}')"
+        test_sql = (
+            f"{{{{ test_kpi_anomaly(model={relation}, column_name='kpi_value', date_column='metric_date'{extra}) }}}}"
+        )
+        renders.append(f"select '{name}' as case_name, * from ({test_sql})")
+    sql = " union all ".join(renders)
     stdout = _ok(["--quiet", "show", "--inline", sql, "--output", "json", "--limit", "1000"], env, target)
-    return json.loads(stdout[stdout.index("{") :])["show"]
+    rows = json.loads(stdout[stdout.index("{") :])["show"]
+    by_case: dict[str, list[dict]] = {name: [] for name in cases}
+    for row in sorted(rows, key=lambda row: row["metric_date"]):
+        by_case[row.pop("case_name")].append(row)
+    return by_case
 
 
 def test_the_kpi_anomaly_sql_returns_the_spike_and_nothing_for_a_flat_series(embedded_stack, dbt_env):
@@ -55,23 +65,38 @@ def test_the_kpi_anomaly_sql_returns_the_spike_and_nothing_for_a_flat_series(emb
     _series_table(client, database, "flat_series", [*normal, 11])
     _series_table(client, database, "spiking_series", [*normal, 100, 10, 11])
     _series_table(client, database, "dropping_series", [*normal, 0])
+    # The spike's z-score, worked out by hand: (100 - 10.5) / stdev of the 14 days before it (7 x 10,
+    # 7 x 11: sample stddev sqrt(14 x 0.25 / 13) = 0.5189), i.e. ~172.5; a threshold above it passes.
+    failing = _failing_rows(
+        env,
+        target,
+        database,
+        {
+            "flat": ("flat_series", {}),
+            "spike": ("spiking_series", {}),
+            "drop": ("dropping_series", {}),
+            # The optional arguments are used: a threshold above the spike's z-score passes it, and a
+            # window of 1 day has too few prior days for any z-score.
+            "spike_above_threshold": ("spiking_series", {"z_threshold": 200}),
+            "spike_one_day_window": ("spiking_series", {"trailing_days": 1}),
+        },
+    )
 
-    assert _failing_rows(env, target, database, "flat_series") == []
+    assert failing["flat"] == []
 
-    spike = _failing_rows(env, target, database, "spiking_series")
+    spike = failing["spike"]
     assert [row["metric_date"] for row in spike] == [str(START + timedelta(days=20))]
     assert spike[0]["kpi_value"] == 100 and spike[0]["prior_days"] == DBT_VARS["kpi_anomaly_trailing_days"]
     assert spike[0]["trailing_mean"] == pytest.approx(10.5)
+    assert spike[0]["z_score"] == pytest.approx((100 - 10.5) / (14 * 0.25 / 13) ** 0.5, rel=1e-6)
     assert spike[0]["z_score"] > DBT_VARS["kpi_anomaly_z_threshold"] and spike[0]["is_anomaly"] is True
 
-    drop = _failing_rows(env, target, database, "dropping_series")
+    drop = failing["drop"]
     assert [row["metric_date"] for row in drop] == [str(START + timedelta(days=20))]
     assert drop[0]["z_score"] < -DBT_VARS["kpi_anomaly_z_threshold"]
 
-    # The optional arguments are used: a threshold above the spike's z-score passes it, and a
-    # window of 1 day has too few prior days for any z-score.
-    assert _failing_rows(env, target, database, "spiking_series", z_threshold=spike[0]["z_score"] + 1) == []
-    assert _failing_rows(env, target, database, "spiking_series", trailing_days=1) == []
+    assert failing["spike_above_threshold"] == []
+    assert failing["spike_one_day_window"] == []
 
 
 def _logins(day: int, users: int) -> list[dict]:
