@@ -104,6 +104,7 @@ class AlertPublisher:
         self.pipeline_checks = pipeline_checks
         self.database = settings.clickhouse.database
         self.raw_database = settings.clickhouse.raw_database
+        self._owns_client = client is None  # a client passed in stays open for its owner
         self.client = client or clickhouse_connect.get_client(
             **{**settings.clickhouse.client_kwargs(), "database": "default"}
         )
@@ -332,7 +333,8 @@ class AlertPublisher:
 
     def close(self) -> None:
         self.kafka.close()
-        self.client.close()
+        if self._owns_client:
+            self.client.close()
 
 
 def _as_utc(value: datetime) -> datetime:

@@ -320,7 +320,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     server = None
     if args.metrics_port is not None:
         try:
-            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)  # type: ignore[arg-type]
+            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)
         except OSError as exc:
             raise InputError(
                 f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"

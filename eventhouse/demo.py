@@ -135,20 +135,17 @@ def print_summary(defs: Any, runs: list[Any], client: Any, settings: Settings) -
         print(f"     clickstream ({d}, replayed): {n} clicks in {sessions} sessions, conversion {conversion:.1%}")
 
 
-def publish_live_alerts(settings: Settings) -> dict[str, Any]:
+def publish_live_alerts(settings: Settings, client: Any) -> dict[str, Any]:
     """One pass of the alert publisher (what `eventhouse alerts --once` does): every live anomaly not
     yet published goes to the `alerts` table and the Kafka topic `anomalies`, once. Prints them."""
-    import clickhouse_connect
-
     from alerting.publisher import AlertPublisher
     from settings import alert_settings
 
-    publisher = AlertPublisher(settings, alert_settings())
+    publisher = AlertPublisher(settings, alert_settings(), client=client)
     try:
         summary = publisher.run(once=True)
     finally:
         publisher.close()
-    client = clickhouse_connect.get_client(**{**settings.clickhouse.client_kwargs(), "database": "default"})
     raw = settings.clickhouse.raw_database
     by_type = client.query(
         f"SELECT anomaly_type, count(), max(published_at) FROM `{raw}`.alerts FINAL GROUP BY anomaly_type "
@@ -288,7 +285,7 @@ def run_demo(stack: EmbeddedStack) -> int:
     ok = all(run.success for run in runs)
     if ok:
         print("== 4/5 publish the live anomalies as alerts (eventhouse alerts --once)", flush=True)
-        publish_live_alerts(settings)
+        publish_live_alerts(settings, client)
         # the alerts asset in the UI shows what was just published
         with open(log_path, "a") as log, contextlib.redirect_stdout(log), dg.DagsterInstance.get() as instance:
             defs.resolve_job_def("observe_sources").execute_in_process(

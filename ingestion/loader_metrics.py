@@ -17,6 +17,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterable
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -126,10 +127,17 @@ class LoaderMetrics:
             self.partition_lag.remove(topic, str(partition))
 
 
+class HasRegistry(Protocol):
+    """What the endpoint serves: a component's metrics on their own registry (the loader's, the alert
+    publisher's)."""
+
+    registry: CollectorRegistry
+
+
 class MetricsServer:
     """prometheus-client's HTTP server for one registry, on a daemon thread; `port` is the bound one."""
 
-    def __init__(self, metrics: LoaderMetrics, port: int, host: str = DEFAULT_METRICS_HOST):
+    def __init__(self, metrics: HasRegistry, port: int, host: str = DEFAULT_METRICS_HOST):
         self._server: WSGIServer
         self._thread: threading.Thread
         self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)

@@ -27,7 +27,7 @@ def test_alert_metrics_served_on_a_free_port_apart_from_a_loaders():
     metrics.last_alert.set(1_764_460_800.5)
     metrics.poll_seconds.observe(0.03)
     metrics.open_deliveries.labels("webhook").set(1)
-    server = MetricsServer(metrics, 0)  # type: ignore[arg-type]  # it needs only .registry
+    server = MetricsServer(metrics, 0)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=5) as response:
             text = response.read().decode()
