@@ -4,33 +4,45 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CHROMIUM_STAMP := $(VENV)/.chromium
+WEB := serving/web
 
 .PHONY: demo ui screenshot test lint unit event-types dbt-checks dbt-checks-lint dbt-checks-build bench stack-up stack-down stack-status clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt $(WEB)/package.json $(WEB)/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@# the dashboards' charting library (Chart.js), exactly as package-lock.json pins it
+	npm ci --prefix $(WEB) --no-audit --no-fund --loglevel=error
 	@touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/eventhouse demo
-
-# Dagster UI (dagster dev) on http://127.0.0.1:3000 with DAGSTER_HOME=$EVENTHOUSE_HOME/dagster: the demo's runs.
-ui: $(STAMP)
-	$(BIN)/eventhouse ui
-
-# docs/img/asset-graph.png: the global asset lineage in the Dagster UI, shot with headless Debian Chromium.
-screenshot: $(STAMP)
+# Debian's Chromium for the dashboard tests and screenshots (Playwright's own browser download cannot
+# run here): installed with apt when /usr/bin/chromium is missing.
+$(CHROMIUM_STAMP): $(STAMP)
 	@if [ ! -x /usr/bin/chromium ]; then \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
 		else echo "chromium is missing and we are not root: apt-get install chromium" >&2; exit 1; fi; \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium; \
 	fi
+	@touch $(CHROMIUM_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/eventhouse demo
+
+# Dagster UI (dagster dev) on http://127.0.0.1:3000 with DAGSTER_HOME=$EVENTHOUSE_HOME/dagster (the demo's runs), beside
+# eventhouse serve on http://127.0.0.1:8000: the KPI API (/docs), the collector and the dashboards (/dashboards/).
+ui: $(STAMP)
+	$(BIN)/eventhouse ui
+
+# docs/img/asset-graph.png (the global asset lineage in the Dagster UI) and docs/img/dashboard-*.png
+# (each dashboard, checked as the tests check them), shot with headless Debian Chromium after `make demo`.
+screenshot: $(CHROMIUM_STAMP)
 	$(BIN)/python -m docs.tools.screenshot_asset_graph --out docs/img/asset-graph.png
+	$(BIN)/python -m docs.tools.screenshot_dashboards --serve --out docs/img
 
 # ruff, then sqlfluff + dbt build against a throwaway embedded stack, then pytest.
-test: $(STAMP)
+test: $(CHROMIUM_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/eventhouse stack run --ephemeral -- $(MAKE) --no-print-directory dbt-checks
 	$(BIN)/pytest
@@ -78,6 +90,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.warehouse_build --json bench/results/warehouse_build.json
 	$(BIN)/python -m bench.orchestration --json bench/results/orchestration.json
 	$(BIN)/python -m bench.live_alerts --json bench/results/live_alerts.json
+	$(BIN)/python -m bench.collector --json bench/results/collector.json
 
 stack-up: $(STAMP)
 	$(BIN)/eventhouse stack up

@@ -235,8 +235,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    """`dagster dev` on orchestration/definitions.py with DAGSTER_HOME = $EVENTHOUSE_HOME/dagster (the demo's runs)."""
+    """`eventhouse serve` (the API and the dashboards) beside `dagster dev` on orchestration/definitions.py
+    with DAGSTER_HOME = $EVENTHOUSE_HOME/dagster (the demo's runs), until Ctrl-C."""
     from orchestration.instance import dagster_env
+    from serving.process import running_server
 
     env = dict(os.environ)
     if args.home is not None:
@@ -245,10 +247,34 @@ def cmd_ui(args: argparse.Namespace) -> int:
     beside = Path(sys.executable).with_name("dagster")
     dagster = str(beside) if beside.exists() else "dagster"
     argv = [dagster, "dev", "-m", "orchestration.definitions", "-h", args.host, "-p", str(args.port)]
-    print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})", flush=True)
-    os.chdir(REPO_ROOT)
-    os.execvpe(dagster, argv, env)
-    return 0  # not reached
+    log_dir = load_settings(env).home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with running_server(env, args.api_port, log_dir / "serve.log", "--host", args.host) as api:
+        print(f"KPI API on {api} (docs {api}/docs), dashboards on {api}/dashboards/ (log: {log_dir / 'serve.log'})")
+        print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={env['DAGSTER_HOME']})", flush=True)
+        try:
+            return subprocess.run(argv, env=env, cwd=REPO_ROOT).returncode
+        except KeyboardInterrupt:
+            return 130
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The collector, the KPI API and the dashboards (FastAPI under uvicorn) until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from serving.app import create_app
+    from settings import serve_settings
+
+    serve = serve_settings(host=args.host, port=args.port)  # ConfigError: not loopback and no key
+    app = create_app(load_settings(), serve)
+    where = f"http://{serve.host}:{serve.port}"
+    print(
+        f"KPI API on {where} (OpenAPI docs {where}/docs), dashboards on {where}/dashboards/, "
+        f"collector POST {where}/api/v1/events" + ("; API key required" if serve.api_key else ""),
+        flush=True,
+    )
+    uvicorn.run(app, host=serve.host, port=serve.port, log_level="warning", access_log=False)
+    return 0
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -646,10 +672,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stack_options(demo)
     demo.set_defaults(func=cmd_demo)
 
-    ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) on the demo's Dagster instance")
+    serve = sub.add_parser("serve", help="the event collector, the KPI API and the dashboards (FastAPI)")
+    serve.add_argument(
+        "--host", default=None, help="address to bind (default 127.0.0.1; elsewhere needs EVENTHOUSE_API_KEY)"
+    )
+    serve.add_argument("--port", type=_port, default=None, help="port (default EVENTHOUSE_SERVE_PORT or 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) on the demo's runs, beside the API and dashboards")
     ui.add_argument("--home", type=_home, default=None, help="EVENTHOUSE_HOME; the instance is HOME/dagster")
     ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s)")
-    ui.add_argument("--port", type=_port, default=3000, help="port to serve on (default %(default)s)")
+    ui.add_argument("--port", type=_port, default=3000, help="Dagster's port (default %(default)s)")
+    ui.add_argument(
+        "--api-port", type=_port, default=8000, help="port of the API and dashboards (default %(default)s)"
+    )
     ui.set_defaults(func=cmd_ui)
     return parser
 

