@@ -82,7 +82,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/eventhouse stack run --ephemeral -- bash -c '$(BIN)/eventhouse load --create-tables-only && $(BIN)/sqlfluff lint models macros analyses tests/dbt'
 
-# Each writes its numbers to bench/results/; bench/RESULTS.md discusses them. About 42 minutes.
+# Each writes its numbers to bench/results/; bench/RESULTS.md discusses them. About an hour.
 bench: $(STAMP)
 	$(BIN)/python -m bench.server_overhead --json bench/results/server_overhead.json
 	$(BIN)/python -m bench.loader_throughput --json bench/results/loader_throughput.json
@@ -91,6 +91,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.orchestration --json bench/results/orchestration.json
 	$(BIN)/python -m bench.live_alerts --json bench/results/live_alerts.json
 	$(BIN)/python -m bench.collector --json bench/results/collector.json
+	$(BIN)/python -m bench.api --json bench/results/api.json
 
 stack-up: $(STAMP)
 	$(BIN)/eventhouse stack up

@@ -17,10 +17,7 @@ from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.raw_tables import ensure_tables
 from tests.integration.dbt_support import run_dbt
 from tests.integration.serving_support import running_api
-
-# The expected-output case's warehouse, built once per session: its own tests check it, and the API
-# and dashboard tests read it (a second loaded warehouse would cost another 90 s).
-from tests.integration.test_warehouse_expected_output import built_case  # noqa: F401
+from tests.integration.test_warehouse_expected_output import BuiltCase, build_case
 
 
 def _dbt_database_env(embedded_stack, database: str) -> dict[str, str]:
@@ -137,7 +134,14 @@ def dbt_env(embedded_stack, prepared_template, tmp_path) -> Iterator[tuple[dict[
 
 
 @pytest.fixture(scope="session")
-def case_api(built_case, tmp_path_factory) -> Iterator[str]:  # noqa: F811 (the fixture, by name)
+def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
+    """The expected-output case's warehouse, built once per session: its own tests check it, and the
+    API and dashboard tests read it (a second loaded warehouse would cost another 90 s)."""
+    yield from build_case(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def case_api(built_case, tmp_path_factory) -> Iterator[str]:
     """`eventhouse serve` on the expected-output case's warehouse (read-only use): its base URL."""
     with running_api(built_case.env, tmp_path_factory.mktemp("case-api")) as base:
         yield base

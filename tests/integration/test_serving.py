@@ -371,7 +371,7 @@ def test_openapi_contract_of_the_read_endpoints(case_api, tmp_path):
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
             "--max-examples",
-            "5",
+            "3",
             "--workers",
             "2",
             "--seed",

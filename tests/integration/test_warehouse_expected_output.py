@@ -567,10 +567,10 @@ class BuiltCase:
     expected_observed: dict[str, Any] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="session")
-def built_case(tmp_path_factory) -> Iterator[BuiltCase]:
-    """The case through the broker, the loader and dbt, once for the session: this module's tests,
-    and the API and dashboard tests, which read its warehouse (tests/integration/conftest.py).
+def build_case(tmp_path_factory) -> Iterator[BuiltCase]:
+    """The case through the broker, the loader and dbt: the session fixture `built_case`
+    (tests/integration/conftest.py) runs it once for this module's tests and the API and dashboard
+    tests, which read its warehouse.
 
     Unit tests are left out of these builds: they do not read the data, and `make dbt-checks`
     runs them all. The first build is a full refresh of a brand-new
