@@ -5,6 +5,8 @@ in the loader's row format, then the dbt models without tests), starts `eventhou
 
 1. requests every GET endpoint of the OpenAPI schema `--repeats` times in turn (one client, so
    each number is the endpoint's own latency: HTTP + FastAPI + ClickHouse), p50 and p95;
+   `/anomalies/live` with a one-minute window right after 100k new events were inserted (what
+   it evaluates is the entities inserted within its window), and once over the whole bulk load;
 2. runs Locust headless (bench/locustfile.py): `--users` users for `--seconds` s, reading the
    endpoints with about a second between requests; requests/s, p50/p95/p99 and failures.
 
@@ -28,13 +30,17 @@ import clickhouse_connect
 import httpx
 
 from bench.common import embedded_stack
-from bench.warehouse_build import RAW_DATABASE, dbt, generate
+from bench.warehouse_build import RAW_DATABASE, dbt, generate, generate_increment
 from eventhouse.demo import DBT_PREPARE_STEPS
 from ingestion.raw_tables import ensure_tables
 from ingestion.raw_writer import RawWriter
 from serving.process import running_server
 from settings import REPO_ROOT, load_settings
 from stack.processes import free_port
+
+# /anomalies/live evaluates the entities inserted within its window: the minute after a fresh
+# increment, not the bulk load of every base event minutes earlier (see live_window)
+LIVE_PATH = "/anomalies/live?minutes=1"
 
 
 def endpoint_paths(api: httpx.Client, day: str, session: str) -> list[str]:
@@ -44,7 +50,16 @@ def endpoint_paths(api: httpx.Client, day: str, session: str) -> list[str]:
         if "get" not in operations:
             continue
         paths.append(path.replace("{date}", day).replace("{session_id}", session))
-    return sorted(paths)
+    return sorted(LIVE_PATH if p == "/anomalies/live" else p for p in paths)
+
+
+def live_window(api: httpx.Client, writer: RawWriter, events: int, work: Path, repeats: int) -> dict:
+    """/anomalies/live right after `events` new events were inserted (they are its whole window),
+    and with the window over every base event (the bulk load, all inserted within the hour)."""
+    inserted = generate_increment(writer, events, work, week=5)
+    recent = latencies(api, [LIVE_PATH], repeats)[LIVE_PATH]
+    whole = latencies(api, ["/anomalies/live?minutes=60"], 3)["/anomalies/live?minutes=60"]
+    return {"inserted_just_before": inserted, "minutes_1": recent, "minutes_60_all_base_events": whole}
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
@@ -138,7 +153,8 @@ def main() -> None:
         )
         ensure_tables(client, RAW_DATABASE)
         started = time.perf_counter()
-        generated = generate(RawWriter(client, RAW_DATABASE, source="bench"), args.events, work)
+        writer = RawWriter(client, RAW_DATABASE, source="bench")
+        generated = generate(writer, args.events, work)
         print(f"generated {generated['events']} events in {time.perf_counter() - started:.0f} s", flush=True)
         for step in DBT_PREPARE_STEPS:
             dbt(step, env)
@@ -154,15 +170,18 @@ def main() -> None:
         ) as api:
             paths = endpoint_paths(api, days[len(days) // 2], str(session))
             latencies(api, paths, 2)  # warm-up: connections, the server's first queries
+            live = live_window(api, writer, 100_000, work, 20)
             by_endpoint = latencies(api, paths, args.repeats)
             load = locust(base, args.users, args.seconds, days, work)
     worst = max(by_endpoint.items(), key=lambda item: item[1]["p95_ms"])
+    print(f"live: {live}", flush=True)
     report = {
         "events": generated["events"],
         "endpoints": len(by_endpoint),
         "repeats": args.repeats,
         "worst_endpoint_p95": {"path": worst[0], **worst[1]},
         "by_endpoint": by_endpoint,
+        "live": live,
         "locust": load,
     }
     print(json.dumps(report, indent=2))

@@ -21,7 +21,7 @@ PATHS = [
     "/anomalies?limit=100",
     "/anomalies/types",
     "/anomalies/timeline?hours=168",
-    "/anomalies/live?limit=100",
+    "/anomalies/live?minutes=1",
     "/api/analytics/daily-sales",
     "/api/analytics/hourly-sales",
     "/api/analytics/order-status",
@@ -41,6 +41,10 @@ PATHS = [
     "/pipeline/throughput",
     "/pipeline/lag",
     "/pipeline/latency",
+    "/pipeline/latency/percentiles",
+    "/pipeline/dead-letters",
+    "/pipeline/freshness",
+    "/pipeline/alerts",
     "/health",
 ]
 DAY_PATHS = ["/metrics/daily/{day}", "/metrics/funnel/{day}", "/items/popular/{day}", "/items/categories/{day}"]

@@ -93,7 +93,17 @@ def timeline(
 
 
 @router.get("/anomalies/live", summary="Bot anomalies detected at insert time, with their alerts")
-def live(db: Db, limit: int = limit_query(100)) -> list[dict[str, Any]]:
+def live(
+    db: Db,
+    limit: int = limit_query(100),
+    minutes: int = Query(
+        10, ge=1, le=60, description="entities with events inserted in the last minutes (1..60, the live horizon)"
+    ),
+) -> list[dict[str, Any]]:
+    """The live anomalies of the sessions and players whose events were inserted in the last `minutes`
+    (what is happening now; older ones are in /anomalies and /pipeline/alerts). Read as the alert
+    publisher reads them: live_anomaly_entities, sorted by insert time, says which entities to
+    evaluate, so the cost follows recent inserts, not the hour the live tables hold."""
     # no `alerts` table until `eventhouse alerts` first ran: every detection is then unalerted
     alerts = (
         f"SELECT anomaly_id, published_at, channels FROM `{db.raw_database}`.alerts"
@@ -107,8 +117,10 @@ def live(db: Db, limit: int = limit_query(100)) -> list[dict[str, Any]]:
         " l.detected_at AS detected_at, a.published_at AS alerted_at, a.channels AS alert_channels"
         f" FROM live_anomalies AS l LEFT JOIN ({alerts}) AS a"
         " ON a.anomaly_id = l.anomaly_id"
+        " WHERE l.entity_id IN (SELECT entity_id FROM live_anomaly_entities"
+        " WHERE inserted_at >= now64(3) - toIntervalMinute({minutes:UInt32}))"
         " ORDER BY l.detected_at DESC, l.anomaly_id LIMIT {limit:UInt32}",
-        {"limit": limit},
+        {"limit": limit, "minutes": minutes},
         settings={"join_use_nulls": 1},
     )
 

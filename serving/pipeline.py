@@ -66,6 +66,21 @@ def latency(db: Db, start_date: StartDate = None, end_date: EndDate = None) -> l
     )
 
 
+@router.get("/latency/percentiles", summary="Each domain's latency distribution on its newest day")
+def latency_percentiles(db: Db, start_date: StartDate = None, end_date: EndDate = None) -> list[dict[str, Any]]:
+    return db.rows(
+        "SELECT l.domain AS domain, max(l.event_date) AS newest_day,"
+        " argMax(l.event_count, l.event_date) AS event_count,"
+        " argMax(l.latency_p50_ms, l.event_date) AS latency_p50_ms,"
+        " argMax(l.latency_p95_ms, l.event_date) AS latency_p95_ms,"
+        " argMax(l.latency_p99_ms, l.event_date) AS latency_p99_ms,"
+        " argMax(l.latency_max_ms, l.event_date) AS latency_max_ms"
+        " FROM latency_daily AS l WHERE l.event_date BETWEEN {start:Date} AND {end:Date}"
+        " GROUP BY l.domain ORDER BY l.domain",
+        date_bounds(start_date, end_date),
+    )
+
+
 @router.get("/freshness", summary="When each raw table last received an event")
 def freshness(db: Db) -> list[dict[str, Any]]:
     now = datetime.now(UTC)

@@ -176,9 +176,13 @@ def test_anomalies(api, reference, built_case):
     )[0]["n"]
     timeline = api.get("/anomalies/timeline", params={"hours": 24}).json()
     assert sum(b["count"] for b in timeline["buckets"]) == window > 0
-    # the live view: the five bot rules, as many as live_anomalies holds
-    live = api.get("/anomalies/live", params={"limit": 1000}).json()
+    # the live view: the five bot rules of the entities inserted in the last hour (all of the case's,
+    # inserted minutes ago), as many as live_anomalies holds; none inserted in the last minute
+    live = api.get("/anomalies/live", params={"limit": 1000, "minutes": 60}).json()
     assert len(live) == built_case.client.command("SELECT count() FROM live_anomalies") > 0
+    assert {r["anomaly_id"] for r in live} == {
+        r["anomaly_id"] for r in _mart(built_case, "SELECT anomaly_id FROM live_anomalies")
+    }
 
 
 def test_stats_and_summary(api, reference):
@@ -241,6 +245,7 @@ GAME_ENDPOINTS = {
     "/pipeline/lag": "SELECT uniqExact(kafka_topic) FROM eventhouse_raw.ingest_batches WHERE state = 'done'",
     "/pipeline/freshness": "SELECT 4",
     "/pipeline/latency": "SELECT count() FROM latency_daily",
+    "/pipeline/latency/percentiles": "SELECT uniqExact(domain) FROM latency_daily",
 }
 
 
