@@ -56,7 +56,7 @@ def endpoint_paths(api: httpx.Client, day: str, session: str) -> list[str]:
 def live_window(api: httpx.Client, writer: RawWriter, events: int, work: Path, repeats: int) -> dict:
     """/anomalies/live right after `events` new events were inserted (they are its whole window),
     and with the window over every base event (the bulk load, all inserted within the hour)."""
-    inserted = generate_increment(writer, events, work, week=5)
+    inserted = generate_increment(writer, events, work, week=0)
     recent = latencies(api, [LIVE_PATH], repeats)[LIVE_PATH]
     whole = latencies(api, ["/anomalies/live?minutes=60"], 3)["/anomalies/live?minutes=60"]
     return {"inserted_just_before": inserted, "minutes_1": recent, "minutes_60_all_base_events": whole}
