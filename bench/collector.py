@@ -24,12 +24,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +35,7 @@ import orjson
 
 from bench.common import embedded_stack
 from ingestion.contract import make_event
-from settings import REPO_ROOT
+from serving.process import running_server_process
 from stack.processes import free_port
 
 # Each request's event_ids get a fixed-width request number in place of this (a bytes replace
@@ -101,21 +97,6 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_for_server(base: str, process: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit("eventhouse serve exited before answering")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                return
-        except urllib.error.HTTPError:
-            return  # answering, even if not healthy
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"eventhouse serve did not answer within {timeout:g} s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -188,26 +169,13 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    with embedded_stack("eventhouse-collector-bench-") as env, tempfile.TemporaryFile() as log:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "eventhouse.cli", "serve", "--port", str(port)],
-            env=env,
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_server(base, server)
+    with embedded_stack("eventhouse-collector-bench-") as env, tempfile.TemporaryDirectory() as logs:
+        log_path = Path(logs) / "serve.log"
+        with running_server_process(env, free_port(), log_path) as (base, server):
             warm_up(base, args.batch)
             saturated = run_phase(base, server.pid, args, 1, None)
             paced = run_phase(base, server.pid, args, 2, args.rate)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.seek(0)
-            server_log = log.read().decode(errors="replace")
+        server_log = log_path.read_text(errors="replace")
 
     report = {
         "clients": args.clients,

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 
 from serving.app import warehouse
 from serving.params import EndDate, StartDate, date_bounds, limit_query
-from serving.warehouse import Warehouse, not_found
+from serving.warehouse import Warehouse, missing_day
 
 router = APIRouter(tags=["clickstream"])
 NOT_FOUND = {404: {"description": "the mart has no row for that day"}}
@@ -20,17 +20,6 @@ Db = Annotated[Warehouse, Depends(warehouse)]
 
 DAILY_COLUMNS = """metric_date, total_clicks, total_purchases, unique_sessions, unique_items, conversion_rate,
     avg_session_duration_sec, avg_clicks_per_session, total_revenue, avg_order_value, revenue_per_buying_session"""
-
-
-def _days_held(db: Warehouse, table: str, column: str) -> str:
-    span = db.one(f"SELECT min({column}) AS first, max({column}) AS last, count() AS n FROM {table}")
-    if not span or not span["n"]:
-        return "it is empty"
-    return f"it has {span['first']}..{span['last']}"
-
-
-def missing_day(db: Warehouse, what: str, day: dt.date, table: str, column: str) -> Exception:
-    return not_found(f"no {what} for {day}: {_days_held(db, table, column)} ({table})")
 
 
 @router.get("/metrics/daily", summary="Daily clickstream metrics, newest first")

@@ -11,10 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from serving.app import warehouse
-from serving.clickstream import missing_day
 from serving.health import health_report
 from serving.params import EndDate, StartDate, date_bounds, limit_query
-from serving.warehouse import Warehouse
+from serving.warehouse import Warehouse, missing_day
 
 router = APIRouter(prefix="/api/analytics", tags=["commerce"])
 Db = Annotated[Warehouse, Depends(warehouse)]

@@ -10,9 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from serving.app import warehouse
-from serving.clickstream import missing_day
 from serving.params import EndDate, StartDate, date_bounds, limit_query
-from serving.warehouse import Warehouse
+from serving.warehouse import Warehouse, missing_day
 
 router = APIRouter(tags=["game and economy"])
 Db = Annotated[Warehouse, Depends(warehouse)]

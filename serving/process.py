@@ -32,6 +32,16 @@ def running_server(
 
     Its output goes to `log_path`; a server that exits or does not answer within `timeout`
     raises RuntimeError with the log's end."""
+    with running_server_process(env, port, log_path, *args, timeout=timeout) as (base, _process):
+        yield base
+
+
+@contextmanager
+def running_server_process(
+    env: Mapping[str, str], port: int, log_path: Path, *args: str, timeout: float = 60.0
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """running_server, yielding (base URL, the process) for callers that watch it (bench/collector.py
+    reads its CPU time)."""
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "eventhouse.cli", "serve", "--port", str(port), *args],
@@ -47,7 +57,7 @@ def running_server(
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"eventhouse serve did not start: {log_path.read_text()[-3000:]}")
                 time.sleep(0.05)  # polling for the port to answer, not waiting as synchronisation
-            yield base
+            yield base, process
         finally:
             process.terminate()
             try:

@@ -45,6 +45,7 @@ class Warehouse:
         self.raw_database = config.raw_database
         self._client: Any = None
         self._lock = threading.Lock()
+        self._tables_seen: set[tuple[str, str]] = set()
 
     @property
     def client(self) -> Any:
@@ -76,13 +77,19 @@ class Warehouse:
         return rows[0] if rows else None
 
     def has_table(self, database: str, name: str) -> bool:
-        """Whether the table exists (the alert publisher creates `alerts` on its first run)."""
-        return bool(
+        """Whether the table exists (the alert publisher creates `alerts` on its first run). Asked
+        until it does: a table once there stays."""
+        if (database, name) in self._tables_seen:
+            return True
+        found = bool(
             self.client.command(
                 "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {name:String}",
                 parameters={"db": database, "name": name},
             )
         )
+        if found:
+            self._tables_seen.add((database, name))
+        return found
 
     def close(self) -> None:
         if self._client is not None:
@@ -93,3 +100,15 @@ class Warehouse:
 def not_found(what: str) -> HTTPException:
     """404 with a body that says what has no data (not an empty 200)."""
     return HTTPException(status_code=404, detail=what)
+
+
+def _days_held(db: Warehouse, table: str, column: str) -> str:
+    span = db.one(f"SELECT min({column}) AS first, max({column}) AS last, count() AS n FROM {table}")
+    if not span or not span["n"]:
+        return "it is empty"
+    return f"it has {span['first']}..{span['last']}"
+
+
+def missing_day(db: Warehouse, what: str, day: dt.date, table: str, column: str) -> HTTPException:
+    """404 for a day `table` has no row for, naming the days it has."""
+    return not_found(f"no {what} for {day}: {_days_held(db, table, column)} ({table})")
