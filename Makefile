@@ -5,6 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CHROMIUM_STAMP := $(VENV)/.chromium
+POSTGRES_STAMP := $(VENV)/.postgres
 WEB := serving/web
 
 .PHONY: demo ui screenshot test lint unit event-types dbt-checks dbt-checks-lint dbt-checks-build bench stack-up stack-down stack-status clean
@@ -27,25 +28,35 @@ $(CHROMIUM_STAMP): $(STAMP)
 	fi
 	@touch $(CHROMIUM_STAMP)
 
-demo: $(STAMP)
+# Debian's PostgreSQL 15 server (the embedded stack's OLTP database; EVENTHOUSE_POSTGRES_BIN names
+# another build): installed with apt when missing.
+$(POSTGRES_STAMP): $(STAMP)
+	@if [ -z "$$EVENTHOUSE_POSTGRES_BIN" ] && [ ! -x /usr/lib/postgresql/15/bin/postgres ]; then \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; \
+		else echo "PostgreSQL 15 is missing and we are not root: apt-get install postgresql-15" >&2; exit 1; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends postgresql-15; \
+	fi
+	@touch $(POSTGRES_STAMP)
+
+demo: $(POSTGRES_STAMP)
 	$(BIN)/eventhouse demo
 
 # Dagster UI (dagster dev) on http://127.0.0.1:3000 with DAGSTER_HOME=$EVENTHOUSE_HOME/dagster (the demo's runs), beside
 # eventhouse serve on http://127.0.0.1:8000: the KPI API (/docs), the collector and the dashboards (/dashboards/).
-ui: $(STAMP)
+ui: $(POSTGRES_STAMP)
 	$(BIN)/eventhouse ui
 
 # docs/img/asset-graph.png (the global asset lineage in the Dagster UI) and docs/img/dashboard-*.png
 # (each dashboard, checked as the tests check them), shot with headless Debian Chromium after `make demo`.
-screenshot: $(CHROMIUM_STAMP)
+screenshot: $(CHROMIUM_STAMP) $(POSTGRES_STAMP)
 	$(BIN)/python -m docs.tools.screenshot_asset_graph --out docs/img/asset-graph.png
 	$(BIN)/python -m docs.tools.screenshot_dashboards --serve --out docs/img
 
 # ruff, then sqlfluff + dbt build against a throwaway embedded stack, then pytest.
-test: $(CHROMIUM_STAMP)
+test: $(CHROMIUM_STAMP) $(POSTGRES_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/eventhouse stack run --ephemeral -- $(MAKE) --no-print-directory dbt-checks
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --no-loadscope-reorder
 
 # seeds/event_types.csv from the event registry (ingestion/contract.py): run after changing it.
 event-types: $(STAMP)
@@ -83,7 +94,7 @@ lint: $(STAMP)
 	$(BIN)/eventhouse stack run --ephemeral -- bash -c '$(BIN)/eventhouse load --create-tables-only && $(BIN)/sqlfluff lint models macros analyses tests/dbt'
 
 # Each writes its numbers to bench/results/; bench/RESULTS.md discusses them. About an hour.
-bench: $(STAMP)
+bench: $(POSTGRES_STAMP)
 	$(BIN)/python -m bench.server_overhead --json bench/results/server_overhead.json
 	$(BIN)/python -m bench.loader_throughput --json bench/results/loader_throughput.json
 	$(BIN)/python -m bench.loader_latency --json bench/results/loader_latency.json
@@ -92,6 +103,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.live_alerts --json bench/results/live_alerts.json
 	$(BIN)/python -m bench.collector --json bench/results/collector.json
 	$(BIN)/python -m bench.api --json bench/results/api.json
+	$(BIN)/python -m bench.outbox --json bench/results/outbox.json
 
 stack-up: $(STAMP)
 	$(BIN)/eventhouse stack up

@@ -20,10 +20,10 @@ from stack.processes import free_port
 def embedded_stack(prefix: str) -> Iterator[dict[str, str]]:
     """Start a fresh embedded ClickHouse + Kafka; yield the environment that points at it."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
-    stack = EmbeddedStack(work, free_port(), free_port())
+    stack = EmbeddedStack(work, free_port(), free_port(), postgres_port=free_port())
     state = stack.up()
     env = dict(os.environ)
-    env.update(stack_env(state.clickhouse_port, state.kafka_port, work))
+    env.update(stack_env(state.clickhouse_port, state.kafka_port, work, state.postgres_port))
     try:
         yield env
     finally:

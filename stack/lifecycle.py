@@ -1,9 +1,11 @@
-"""`eventhouse stack up|down|status`: the embedded ClickHouse and Kafka as background services.
+"""`eventhouse stack up|down|status`: the embedded ClickHouse, Kafka and PostgreSQL as background services.
 
 Layout under $EVENTHOUSE_HOME (default `.eventhouse/` in the repository):
 
     clickhouse/          chDB data directory (owned by the ClickHouse HTTP server process)
     user_files/          the only place file() and File engines read and write (the server's working directory)
+    postgres/            the PostgreSQL cluster (wal_level=logical; owned by `postgres` when started by root)
+    user_files/archive/  the raw archive (hourly Parquet); `archive` beside it is a symbolic link to it
     run/*.pid            pidfiles
     logs/*.log           service logs
     stack.json           ports, cluster id, listen host and external access of the running stack
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import signal
 import socket
 import struct
 import sys
@@ -22,8 +25,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from settings import DEFAULT_CLICKHOUSE_PORT, DEFAULT_DATABASE, DEFAULT_KAFKA_PORT
+from settings import DEFAULT_CLICKHOUSE_PORT, DEFAULT_DATABASE, DEFAULT_KAFKA_PORT, DEFAULT_POSTGRES_PORT
 from stack.kafka_broker import broker_argv
+from stack.postgres import PostgresCluster, ensure_database, postgres_ready
 from stack.processes import Service, ServiceError, port_is_free
 
 log = logging.getLogger(__name__)
@@ -38,8 +42,16 @@ class StackLayout:
         return self.home / "clickhouse"
 
     @property
+    def postgres_data(self) -> Path:
+        return self.home / "postgres"
+
+    @property
     def user_files(self) -> Path:
         return self.home / "user_files"
+
+    @property
+    def archive_link(self) -> Path:
+        return self.home / "archive"
 
     @property
     def run_dir(self) -> Path:
@@ -63,6 +75,7 @@ class StackState:
     # How the ClickHouse server was started (older stack.json files lack them: the defaults).
     listen_host: str = "127.0.0.1"
     allow_external_access: bool = False
+    postgres_port: int = DEFAULT_POSTGRES_PORT
 
 
 def probe_host(listen_host: str) -> str:
@@ -105,7 +118,7 @@ def kafka_ready(port: int, host: str = "127.0.0.1", timeout: float = 1.0) -> boo
 
 
 class EmbeddedStack:
-    """The two embedded services for one EVENTHOUSE_HOME."""
+    """The three embedded services for one EVENTHOUSE_HOME."""
 
     def __init__(
         self,
@@ -116,6 +129,7 @@ class EmbeddedStack:
         *,
         listen_host: str = "127.0.0.1",
         allow_external_access: bool = False,
+        postgres_port: int = DEFAULT_POSTGRES_PORT,
     ):
         self.layout = StackLayout(home.resolve())
         self.clickhouse_port = clickhouse_port
@@ -123,6 +137,7 @@ class EmbeddedStack:
         self.database = database
         self.listen_host = listen_host
         self.allow_external_access = allow_external_access
+        self.postgres_port = postgres_port
 
     def _clickhouse(self, port: int, listen_host: str, allow_external_access: bool) -> Service:
         layout = self.layout
@@ -160,33 +175,57 @@ class EmbeddedStack:
             ready=lambda: kafka_ready(port),
         )
 
+    def _postgres(self, port: int) -> Service:
+        layout = self.layout
+        cluster = PostgresCluster(layout.postgres_data, port)
+        return Service(
+            name="PostgreSQL",
+            argv=cluster.server_argv(),
+            pidfile=layout.run_dir / "postgres.pid",
+            logfile=layout.log_dir / "postgres.log",
+            ready=lambda: postgres_ready(port),
+            popen_kwargs=cluster.popen_kwargs(),
+            stop_signal=signal.SIGINT,
+        )
+
     def read_state(self) -> StackState | None:
         try:
             return StackState(**json.loads(self.layout.state_file.read_text()))
         except (OSError, ValueError, TypeError):
             return None
 
-    def services(self) -> tuple[Service, Service]:
+    def services(self) -> tuple[Service, Service, Service]:
         state = self.read_state()
+        pg_port = state.postgres_port if state else self.postgres_port
         ch_port = state.clickhouse_port if state else self.clickhouse_port
         kafka_port = state.kafka_port if state else self.kafka_port
         cluster = state.kafka_cluster_id if state else ""
         listen_host = state.listen_host if state else self.listen_host
         external = state.allow_external_access if state else self.allow_external_access
-        return self._clickhouse(ch_port, listen_host, external), self._kafka(kafka_port, cluster)
+        return (
+            self._clickhouse(ch_port, listen_host, external),
+            self._kafka(kafka_port, cluster),
+            self._postgres(pg_port),
+        )
 
     def up(self, timeout: float = 90.0) -> StackState:
         """Start whatever is not running yet; idempotent."""
         layout = self.layout
-        for path in (layout.clickhouse_data, layout.run_dir, layout.log_dir):
+        for path in (layout.clickhouse_data, layout.run_dir, layout.log_dir, layout.user_files / "archive"):
             path.mkdir(parents=True, exist_ok=True)
+        # The raw archive lives under user_files (ClickHouse writes files only there); $HOME/archive
+        # is where people look for it.
+        if not layout.archive_link.exists() and not layout.archive_link.is_symlink():
+            layout.archive_link.symlink_to(Path("user_files") / "archive", target_is_directory=True)
         state = self.read_state()
-        clickhouse_running, kafka_running = (s.running_pid() is not None for s in self.services())
-        if state and (clickhouse_running or kafka_running):
-            if (state.clickhouse_port, state.kafka_port) != (self.clickhouse_port, self.kafka_port):
+        clickhouse_running, kafka_running, postgres_running = (s.running_pid() is not None for s in self.services())
+        if state and (clickhouse_running or kafka_running or postgres_running):
+            ports = (state.clickhouse_port, state.kafka_port, state.postgres_port)
+            if ports != (self.clickhouse_port, self.kafka_port, self.postgres_port):
                 raise ServiceError(
-                    f"The stack in {layout.home} is already running on ClickHouse port {state.clickhouse_port} "
-                    f"and Kafka port {state.kafka_port}; stop it first (`eventhouse stack down`) to change ports."
+                    f"The stack in {layout.home} is already running on ClickHouse port {state.clickhouse_port}, "
+                    f"Kafka port {state.kafka_port} and PostgreSQL port {state.postgres_port}; stop it first "
+                    "(`eventhouse stack down`) to change ports."
                 )
             wanted = (self.listen_host, self.allow_external_access)
             if clickhouse_running and (state.listen_host, state.allow_external_access) != wanted:
@@ -204,6 +243,7 @@ class EmbeddedStack:
                 kafka_port=self.kafka_port,
                 kafka_cluster_id=f"eventhouse-{secrets.token_hex(6)}",
                 started_at=time.time(),
+                postgres_port=self.postgres_port,
             )
         if not clickhouse_running:
             state.listen_host, state.allow_external_access = self.listen_host, self.allow_external_access
@@ -214,6 +254,8 @@ class EmbeddedStack:
             checks.append(("ClickHouse", bind, state.clickhouse_port, "--clickhouse-port"))
         if not kafka_running:
             checks.append(("Kafka", "127.0.0.1", state.kafka_port, "--kafka-port"))
+        if not postgres_running:
+            checks.append(("PostgreSQL", "127.0.0.1", state.postgres_port, "--postgres-port"))
         for name, host, port, flag in checks:
             if not port_is_free(host, port):
                 raise ServiceError(
@@ -227,26 +269,36 @@ class EmbeddedStack:
         layout.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
         clickhouse = self._clickhouse(state.clickhouse_port, state.listen_host, state.allow_external_access)
         kafka = self._kafka(state.kafka_port, state.kafka_cluster_id)
-        if not clickhouse_running:
-            clickhouse.start(timeout=timeout)
-        if not kafka_running:
-            try:
-                kafka.start(timeout=timeout)
-            except ServiceError:
-                if not clickhouse_running:
-                    clickhouse.stop()
-                raise
+        postgres = self._postgres(state.postgres_port)
+        started: list[Service] = []
+        try:
+            if not postgres_running:
+                # initdb (about half a second, once) before ClickHouse starts: a failure costs nothing to undo
+                PostgresCluster(layout.postgres_data, state.postgres_port).initialise()
+            for service, running in (
+                (clickhouse, clickhouse_running),
+                (kafka, kafka_running),
+                (postgres, postgres_running),
+            ):
+                if not running:
+                    service.start(timeout=timeout)
+                    started.append(service)
+            ensure_database(state.postgres_port)
+        except (ServiceError, OSError):
+            for service in started:
+                service.stop()
+            raise
         return state
 
     def down(self) -> list[str]:
-        """Stop both services (ClickHouse shuts down cleanly on SIGTERM); returns what was stopped."""
+        """Stop the services (ClickHouse on SIGTERM, PostgreSQL on SIGINT: both cleanly); returns what was stopped."""
         stopped = [service.name for service in self.services() if service.stop()]
         self.layout.state_file.unlink(missing_ok=True)
         return stopped
 
     def status(self) -> dict[str, object]:
         state = self.read_state()
-        clickhouse, kafka = self.services()
+        clickhouse, kafka, postgres = self.services()
         result: dict[str, object] = {"home": str(self.layout.home)}
         for key, service, ready in (
             (
@@ -255,6 +307,7 @@ class EmbeddedStack:
                 lambda: state is not None and clickhouse_ready(state.clickhouse_port, probe_host(state.listen_host)),
             ),
             ("kafka", kafka, lambda: state is not None and kafka_ready(state.kafka_port)),
+            ("postgres", postgres, lambda: state is not None and postgres_ready(state.postgres_port)),
         ):
             pid = service.running_pid()
             result[key] = {

@@ -73,6 +73,10 @@ class Service:
     logfile: Path
     ready: Callable[[], bool]
     env: dict[str, str] | None = None
+    # extra subprocess.Popen arguments (e.g. the user PostgreSQL runs as when we are root)
+    popen_kwargs: dict[str, object] | None = None
+    # PostgreSQL's clean and prompt shutdown is SIGINT ("fast"): SIGTERM waits for every client to leave
+    stop_signal: int = signal.SIGTERM
 
     def running_pid(self) -> int | None:
         pid = read_pid(self.pidfile)
@@ -97,6 +101,7 @@ class Service:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # survives the shell that ran `eventhouse stack up`
                 env=env,
+                **(self.popen_kwargs or {}),  # type: ignore[arg-type]
             )
         self.pidfile.write_text(f"{process.pid}\n")
         deadline = time.monotonic() + timeout
@@ -118,12 +123,12 @@ class Service:
         )
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """SIGTERM, then SIGKILL after `timeout`; True when something was running."""
+        """`stop_signal`, then SIGKILL after `timeout`; True when something was running."""
         pid = read_pid(self.pidfile)
         if pid is None or not pid_alive(pid):
             self.pidfile.unlink(missing_ok=True)
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, self.stop_signal)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not pid_alive(pid):

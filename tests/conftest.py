@@ -41,6 +41,11 @@ class RunningStack:
     stack: EmbeddedStack
     clickhouse_port: int
     kafka_port: int
+    postgres_port: int
+
+    @property
+    def postgres_dsn(self) -> str:
+        return self.env["EVENTHOUSE_POSTGRES_DSN"]
 
     @property
     def home(self) -> Path:
@@ -49,7 +54,7 @@ class RunningStack:
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(stack_env(self.clickhouse_port, self.kafka_port, self.home))
+        env.update(stack_env(self.clickhouse_port, self.kafka_port, self.home, self.postgres_port))
         env["DBT_PROFILES_DIR"] = str(REPO_ROOT)
         return env
 
@@ -64,14 +69,57 @@ class RunningStack:
         return clickhouse_connect.get_client(host="127.0.0.1", port=self.clickhouse_port, **kwargs)
 
 
+# `make test` runs pytest in two processes (pytest-xdist). Each module's tests run in one process, so
+# its module fixtures are built once; modules that share a costly session fixture, or write the same
+# files, form one group that runs in one process.
+XDIST_GROUPS = {
+    # the expected-output case's warehouse (`built_case`), built once and read by all three
+    "test_warehouse_expected_output": "built_case",
+    "test_serving": "built_case",
+    "test_dashboards": "built_case",
+    # Dagster's dbt parse writes the repository's target/ (orchestration/project.py)
+    "test_orchestration": "dagster",
+    "test_daily_partitions": "dagster",
+    "test_dagster_webserver": "dagster",
+    "test_orchestration_definitions": "dagster",
+}
+
+
+# The two groups that take longest start first, one in each process; the rest fill in around them.
+XDIST_FIRST = ("built_case", "dagster")
+
+
+def _xdist_group(item: pytest.Item) -> str:
+    return XDIST_GROUPS.get(item.path.stem, item.nodeid.split("::", 1)[0])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller schedules in this order
+        first = {group: rank for rank, group in enumerate(XDIST_FIRST)}
+        items.sort(key=lambda item: first.get(_xdist_group(item), len(first)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """xdist's per-module scheduling, with the groups above as one scope each. (Its own `loadgroup`
+    marks do not group under pytest 9, whose node ids no longer take xdist's suffix.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return XDIST_GROUPS.get(Path(module).stem, module)
+
+    return ModuleGroupScheduling(config, log)
+
+
 @contextmanager
 def running_stack(prefix: str = "eventhouse-test-") -> Iterator[RunningStack]:
     """A whole embedded stack on free ports in a temporary home, stopped and removed afterwards."""
     home = Path(tempfile.mkdtemp(prefix=prefix))
-    stack = EmbeddedStack(home, free_port(), free_port())
+    stack = EmbeddedStack(home, free_port(), free_port(), postgres_port=free_port())
     state = stack.up()
     try:
-        yield RunningStack(stack, state.clickhouse_port, state.kafka_port)
+        yield RunningStack(stack, state.clickhouse_port, state.kafka_port, state.postgres_port)
     finally:
         stack.down()
         shutil.rmtree(home, ignore_errors=True)

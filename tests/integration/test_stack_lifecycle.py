@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import signal
 import socket
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import clickhouse_connect
+import psycopg
 import pytest
 
-from stack.processes import free_port
+from stack.processes import free_port, pid_alive
 from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -24,8 +28,28 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     )
 
 
+def _ports(home) -> list[str]:
+    return [
+        "--home",
+        str(home),
+        "--clickhouse-port",
+        str(free_port()),
+        "--kafka-port",
+        str(free_port()),
+        "--postgres-port",
+        str(free_port()),
+    ]
+
+
+def _process_uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
 def test_up_status_down(tmp_path):
-    ports = ["--home", str(tmp_path), "--clickhouse-port", str(free_port()), "--kafka-port", str(free_port())]
+    ports = _ports(tmp_path)
     up = _cli("stack", "up", *ports)
     try:
         assert up.returncode == 0, up.stderr
@@ -33,18 +57,30 @@ def test_up_status_down(tmp_path):
         status = _cli("stack", "status", "--json", *ports)
         assert status.returncode == 0, status.stdout + status.stderr
         info = json.loads(status.stdout)
-        assert info["clickhouse"]["state"] == "ready" and info["kafka"]["state"] == "ready"
+        assert {info[key]["state"] for key in ("clickhouse", "kafka", "postgres")} == {"ready"}
+        # PostgreSQL: on 127.0.0.1 only, ready for logical decoding, never running as root
+        pg_port = int(ports[ports.index("--postgres-port") + 1])
+        assert info["postgres"]["port"] == pg_port
+        assert f"postgresql://eventhouse@127.0.0.1:{pg_port}/eventhouse" in up.stdout
+        with psycopg.connect(f"postgresql://eventhouse@127.0.0.1:{pg_port}/eventhouse") as conn:
+            settings = dict(conn.execute("SELECT name, setting FROM pg_settings").fetchall())
+        assert settings["wal_level"] == "logical"
+        assert settings["listen_addresses"] == "127.0.0.1" and settings["unix_socket_directories"] == ""
+        if os.geteuid() == 0:
+            assert _process_uid(info["postgres"]["pid"]) == pwd.getpwnam("postgres").pw_uid
+            assert "PostgreSQL will run as the unprivileged user 'postgres'" in up.stdout + up.stderr
         assert (tmp_path / "run" / "clickhouse.pid").exists()
         assert (tmp_path / "clickhouse" / "eventhouse-server.lock").exists()
         again = _cli("stack", "up", *ports)  # idempotent
         assert again.returncode == 0, again.stderr
-        assert (
-            json.loads(_cli("stack", "status", "--json", *ports).stdout)["clickhouse"]["pid"]
-            == info["clickhouse"]["pid"]
-        )
+        again_info = json.loads(_cli("stack", "status", "--json", *ports).stdout)
+        assert [again_info[k]["pid"] for k in ("clickhouse", "postgres")] == [
+            info[k]["pid"] for k in ("clickhouse", "postgres")
+        ]
     finally:
         down = _cli("stack", "down", *ports)
-    assert down.returncode == 0 and "Stopped" in down.stdout
+    assert down.returncode == 0 and "Stopped" in down.stdout and "PostgreSQL" in down.stdout
+    assert not pid_alive(info["postgres"]["pid"])
     stopped = _cli("stack", "status", *ports)
     assert stopped.returncode == 3 and "stopped" in stopped.stdout
 
@@ -54,9 +90,9 @@ def test_busy_port_gives_a_clear_error(tmp_path):
         blocker.bind(("127.0.0.1", 0))
         blocker.listen()
         busy = blocker.getsockname()[1]
-        result = _cli(
-            "stack", "up", "--home", str(tmp_path), "--clickhouse-port", str(busy), "--kafka-port", str(free_port())
-        )
+        ports = _ports(tmp_path)
+        ports[ports.index("--clickhouse-port") + 1] = str(busy)
+        result = _cli("stack", "up", *ports)
         assert result.returncode == 1
         assert f"port {busy} on 127.0.0.1 is already in use" in result.stderr
         foreground = _cli("stack", "clickhouse", "--home", str(tmp_path / "fg"), "--clickhouse-port", str(busy))

@@ -1,0 +1,1 @@
+"""The orders service's OLTP side: its PostgreSQL schema, the transactional outbox and CDC."""
