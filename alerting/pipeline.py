@@ -6,6 +6,8 @@
 - LOADER_LAG (per domain): the loader group's Kafka lag above `lag_threshold` (as the sensor sees it).
 - STALE_DATA (per raw table with rows): the newest `loaded_at` older than `freshness_hours`.
 - DELIVERY_FAILING (per channel): deliveries that failed `delivery_failures` times and are not delivered.
+- OUTBOX_PENDING (the orders outbox): unpublished outbox rows in PostgreSQL above `outbox_pending_threshold`
+  (10,000): the relay (`eventhouse relay`) is down or cannot reach Kafka.
 
 Each breach is an anomaly of family 'pipeline' whose window is the bucket of `pipeline_repeat_minutes`
 (an hour by default) it was seen in, and whose id is stable per type, entity and bucket: a breach seen
@@ -84,6 +86,13 @@ def delivery_breaches(open_deliveries: Iterable[DeliveryState], failures: int) -
         if d.attempts >= failures:
             worst[d.channel] = max(worst.get(d.channel, 0), d.attempts)
     return [Breach("DELIVERY_FAILING", "", "channel", c, float(n), float(failures)) for c, n in sorted(worst.items())]
+
+
+def outbox_breaches(pending: int | None, threshold: int) -> list[Breach]:
+    """pending: unpublished outbox rows, None when the database has no outbox. Strictly above the threshold."""
+    if pending is not None and pending > threshold:
+        return [Breach("OUTBOX_PENDING", "orders", "outbox", "outbox", float(pending), float(threshold))]
+    return []
 
 
 def bucket(now: datetime, minutes: float) -> tuple[datetime, datetime]:
@@ -202,6 +211,16 @@ def measure_lag(kafka: KafkaConfig, group_id: str) -> dict[str, int]:
     return loader_lag_by_domain(lags)
 
 
+def measure_outbox_pending(dsn: str) -> int | None:
+    """The orders outbox's unpublished rows (PostgreSQL, EVENTHOUSE_POSTGRES_DSN); None without an outbox table."""
+    from oltp.connection import connect
+
+    with connect(dsn, connect_timeout=3) as conn:
+        if conn.execute("SELECT to_regclass('outbox')").fetchone()[0] is None:
+            return None
+        return int(conn.execute("SELECT count(*) FROM outbox WHERE published_at IS NULL").fetchone()[0])
+
+
 def check_pipeline(
     client: Any,
     kafka: KafkaConfig,
@@ -223,5 +242,11 @@ def check_pipeline(
         breaches += lag_breaches(measure_lag(kafka, config.loader_group_id), config.lag_threshold)
     except Exception as exc:  # noqa: BLE001
         log.warning("loader lag check skipped: %s", exc)
+    try:
+        from settings import postgres_dsn
+
+        breaches += outbox_breaches(measure_outbox_pending(postgres_dsn()), config.outbox_pending_threshold)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("outbox pending check skipped: %s", exc)
     breaches += delivery_breaches(open_deliveries, config.delivery_failures)
     return to_anomalies(breaches, now, config.pipeline_repeat_minutes)

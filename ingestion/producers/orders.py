@@ -59,6 +59,16 @@ class OrdersConfig:
                 raise ValueError(f"{name} must be between 0 and 1")
 
 
+def _draw_prices(rng: random.Random, products: int) -> dict[str, int]:
+    return {f"prod_{n:04d}": rng.choice((990, 1490, 2990, 4990, 9990, 19990)) for n in range(1, products + 1)}
+
+
+def product_prices(config: OrdersConfig) -> dict[str, int]:
+    """The catalogue's price per product id, as the simulator prices every order's items (the
+    seed's first draws), for whoever creates the products (the outbox writer, oltp/outbox_writer.py)."""
+    return _draw_prices(random.Random(config.seed), config.products)
+
+
 def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -71,10 +81,7 @@ class _OrderSimulation:
         self.queue = DeliveryQueue()
         self.origin = datetime(config.start.year, config.start.month, config.start.day, tzinfo=UTC)
         self.end = self.origin + timedelta(days=config.days)
-        self.prices = {
-            f"prod_{n:04d}": self.rng.choice((990, 1490, 2990, 4990, 9990, 19990))
-            for n in range(1, config.products + 1)
-        }
+        self.prices = _draw_prices(self.rng, config.products)
         self.sequence = 0
 
     def _emit(self, event_type: str, at: datetime, user_id: str, payload: dict[str, Any]) -> None:
