@@ -85,9 +85,10 @@ class BatchWriter:
         and the row positions, so a redo of the range splits and deduplicates the same way)
         until the refused rows stand alone.
         """
-        table = raw_table(chunk.domain)
+        table = chunk.table or raw_table(chunk.domain)
+        columns = chunk.columns or RAW_COLUMNS
         try:
-            chunk.written = self._insert_json(table, chunk.body, chunk.token)
+            chunk.written = self._insert_json(table, chunk.body, chunk.token, columns)
             return
         except Exception as exc:
             if not rows_refused(exc):
@@ -95,7 +96,7 @@ class BatchWriter:
             error = exc
         lines = bytes(chunk.body).splitlines(keepends=True)
         refused: list[tuple[int, Exception]] = []
-        chunk.written = self._insert_halves(table, lines, 0, len(lines), chunk.token, error, refused)
+        chunk.written = self._insert_halves(table, lines, 0, len(lines), chunk.token, error, refused, columns)
         letters = [_refused_letter(chunk, table, lines[index], exc) for index, exc in refused]
         log.error(
             "ClickHouse refused %d row(s) of %s[%d] %d-%d; dead-lettered: %s",
@@ -122,6 +123,7 @@ class BatchWriter:
         token: str,
         error: Exception,
         refused: list[tuple[int, Exception]],
+        columns: tuple[str, ...] = RAW_COLUMNS,
     ) -> int:
         """Insert lines[start:end], known to be refused as a whole; returns the rows written."""
         if end - start == 1:
@@ -131,11 +133,11 @@ class BatchWriter:
         written = 0
         for first, last in ((start, middle), (middle, end)):
             try:
-                written += self._insert_json(table, b"".join(lines[first:last]), f"{token}#{first}-{last}")
+                written += self._insert_json(table, b"".join(lines[first:last]), f"{token}#{first}-{last}", columns)
             except Exception as exc:
                 if not rows_refused(exc):
                     raise
-                written += self._insert_halves(table, lines, first, last, token, exc, refused)
+                written += self._insert_halves(table, lines, first, last, token, exc, refused, columns)
         return written
 
     def _insert_rows(self, table: str, columns: tuple[str, ...], rows: list[list[Any]], token: str | None) -> int:
@@ -149,13 +151,15 @@ class BatchWriter:
         self.stats.insert_s += time.perf_counter() - began
         return int(summary.written_rows)
 
-    def _insert_json(self, table: str, body: bytes | bytearray, token: str) -> int:
+    def _insert_json(
+        self, table: str, body: bytes | bytearray, token: str, columns: tuple[str, ...] = RAW_COLUMNS
+    ) -> int:
         database = self.database
         began = time.perf_counter()
         summary = self.retrying(
             lambda: self.client.raw_insert(
                 f"`{database}`.`{table}`",
-                column_names=list(RAW_COLUMNS),
+                column_names=list(columns),
                 insert_block=bytes(body),
                 fmt="JSONEachRow",
                 settings={"insert_deduplication_token": token, "input_format_json_read_objects_as_strings": 1},

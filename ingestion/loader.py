@@ -32,13 +32,15 @@ from kafka import ConsumerRebalanceListener
 
 from ingestion.batch_log import NOTHING_LOGGED, read_progress, resume_point
 from ingestion.batch_writer import BatchWriter
+from ingestion.cdc_rows import CdcPartitionState
+from ingestion.cdc_tables import cdc_table_for_topic, cdc_topics
 from ingestion.dead_letters import DlqPublisher
 from ingestion.loader_metrics import LoaderMetrics
 from ingestion.loader_stats import LoaderStats
 from ingestion.partition_ranges import Batch, PartitionState, clickhouse_time, seal_batch
 from ingestion.raw_tables import ensure_tables
 from ingestion.retries import LoaderError, Retrier, short_reason
-from ingestion.topics import DOMAINS, TOPICS_BY_NAME, ensure_topics, topics_for_domains
+from ingestion.topics import DOMAINS, TOPICS_BY_NAME, TopicSpec, ensure_topics, topics_for_domains
 from settings import (
     DEFAULT_BATCH_BYTES,
     DEFAULT_BATCH_ROWS,
@@ -77,6 +79,9 @@ class LoaderConfig:
     # How long the broker may hold a fetch waiting for data; it bounds how stale a quiet
     # partition's newest events get before the loader sees them.
     fetch_max_wait_ms: int = 100
+    # Also load the CDC topics (cdc.<schema>.<table>) into the cdc_<table> tables
+    # (ingestion/cdc_tables.py). `eventhouse load` does by default (--no-cdc leaves them out).
+    cdc: bool = False
 
 
 class Loader:
@@ -141,7 +146,7 @@ class Loader:
         self._retrying(
             lambda: ensure_tables(self._client, self.config.raw_database, self.config.ttl_days), "create tables"
         )
-        specs = topics_for_domains(list(self.config.domains))
+        specs = topics_for_domains(list(self.config.domains)) + (cdc_topics() if self.config.cdc else [])
 
         def create_topics() -> None:
             admin = KafkaAdminClient(**self._kafka_kwargs(), client_id=f"{self.loader_id}-admin")
@@ -172,7 +177,7 @@ class Loader:
             lambda: KafkaProducer(**self._kafka_kwargs(), acks="all", linger_ms=5, client_id=f"{self.loader_id}-dlq"),
             "reach Kafka",
         )
-        self._dlq = DlqPublisher(self._producer, lambda topic: TOPICS_BY_NAME[topic].dlq)
+        self._dlq = DlqPublisher(self._producer, lambda topic: _topic_spec(topic).dlq)
         self._batch_writer = BatchWriter(
             self._client, self.config.raw_database, self._dlq, self._retrying, self.stats, self.loader_id
         )
@@ -199,9 +204,13 @@ class Loader:
         self._batch_writer.cluster_id = self._cluster_id
         for tp in assigned:
             topic_id = cluster.topic_id(tp.topic)
-            spec = TOPICS_BY_NAME[tp.topic]
-            self.partitions[(tp.topic, tp.partition)] = PartitionState(
-                tp.topic, tp.partition, spec.domain, str(topic_id) if topic_id else ""
+            spec = _topic_spec(tp.topic)
+            cdc_table = cdc_table_for_topic(tp.topic)
+            topic_id_text = str(topic_id) if topic_id else ""
+            self.partitions[(tp.topic, tp.partition)] = (
+                PartitionState(tp.topic, tp.partition, spec.domain, topic_id_text)
+                if cdc_table is None
+                else CdcPartitionState(tp.topic, tp.partition, spec.domain, topic_id_text, cdc_table)
             )
         topic_ids = {(tp.topic, tp.partition): self.partitions[(tp.topic, tp.partition)].topic_id for tp in assigned}
         logged = self._retrying(
@@ -505,6 +514,12 @@ class Loader:
         except (CommitFailedError, KafkaError) as exc:
             # ClickHouse already records these ranges as done; the next owner resumes from there.
             log.warning("offset commit failed (%s); ClickHouse's batch log keeps the position", exc)
+
+
+def _topic_spec(topic: str) -> TopicSpec:
+    """An event topic's or a CDC topic's spec."""
+    cdc_table = cdc_table_for_topic(topic)
+    return TOPICS_BY_NAME[topic] if cdc_table is None else cdc_table.topic_spec
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -187,6 +187,10 @@ class Chunk:
     token: str  # the insert deduplication token of the range's rows
     written: int = 0
     insert_ms: float = 0.0
+    # Set for CDC topics (ingestion/cdc_rows.py): the table and columns the rows go to, instead
+    # of the domain's raw events table.
+    table: str = ""
+    columns: tuple[str, ...] = ()
 
 
 @dataclass

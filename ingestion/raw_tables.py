@@ -8,16 +8,22 @@ All are created idempotently (`CREATE ... IF NOT EXISTS`) and declared as dbt so
   then the last inserted) under FINAL or a merge, even when a producer re-sent it with another
   event type or day. The loader's exactly-once effect means a plain count() counts deliveries.
 - `dead_letters`: messages that broke the contract, with topic, partition, offset, raw bytes,
-  the reason and when; ReplacingMergeTree on (topic, partition, offset).
+  the reason and when; ReplacingMergeTree on (topic, partition, offset). Its `loaded_at` is
+  when the loader wrote it (by default `failed_at`, the loader's clock as it refused the message).
 - `ingest_batches`: the loader's log, whose DDL lives beside the protocol that writes and reads
   it (ingestion/batch_log.py). The `done` rows say how far each partition is loaded and carry
   the pipeline metrics; an unfinished `started` row tells a restarted loader to redo exactly
   that offset range with the same deduplication tokens.
+
+The event tables and `dead_letters` have `loaded_at`, the ingest time: their TTL counts from it
+(`EVENTHOUSE_RAW_TTL_DAYS`, default 400 days; settings/__init__.py), so history replayed today
+is not deleted on arrival, and the raw archive files each row under its `loaded_at` hour.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -25,6 +31,7 @@ import orjson
 from ingestion.batch_log import ingest_batches_ddl
 from ingestion.contract import Envelope
 from ingestion.topics import DOMAINS
+from settings import raw_ttl_days
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +108,22 @@ def raw_table(domain: str) -> str:
 RAW_SORTING_KEY = "event_id"
 
 
+# The loader's log is not raw data: it is neither archived nor expired with the raw tables.
+NOT_RAW_DATA = frozenset({"ingest_batches"})
+
+
+def ttl_expression(ttl_days: int | None) -> str | None:
+    """The TTL of a raw table as ClickHouse prints it in engine_full: from ingest time (`loaded_at`)."""
+    return f"toDateTime(loaded_at) + toIntervalDay({int(ttl_days)})" if ttl_days else None
+
+
+def _ttl_clause(ttl_days: int | None) -> str:
+    expression = ttl_expression(ttl_days)
+    return f"\nTTL {expression}" if expression else ""
+
+
 def _raw_ddl(database: str, domain: str, ttl_days: int | None, table: str | None = None) -> str:
-    ttl = f"\nTTL toDateTime(ts) + INTERVAL {int(ttl_days)} DAY" if ttl_days else ""
+    ttl = _ttl_clause(ttl_days)
     return f"""
 CREATE TABLE IF NOT EXISTS `{database}`.`{table or raw_table(domain)}` (
     event_id String,
@@ -129,7 +150,7 @@ SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """
 
 
-def _dead_letters_ddl(database: str) -> str:
+def _dead_letters_ddl(database: str, ttl_days: int | None) -> str:
     return f"""
 CREATE TABLE IF NOT EXISTS `{database}`.`dead_letters` (
     kafka_topic LowCardinality(String),
@@ -139,13 +160,51 @@ CREATE TABLE IF NOT EXISTS `{database}`.`dead_letters` (
     kafka_key Nullable(String),
     raw_value String CODEC(ZSTD(3)),
     error String,
-    failed_at DateTime64(3, 'UTC')
+    failed_at DateTime64(3, 'UTC'),
+    {_DEAD_LETTERS_LOADED_AT}
 )
 ENGINE = ReplacingMergeTree(failed_at)
 PARTITION BY toYYYYMM(failed_at)
-ORDER BY (kafka_topic, kafka_topic_id, kafka_partition, kafka_offset)
+ORDER BY (kafka_topic, kafka_topic_id, kafka_partition, kafka_offset){_ttl_clause(ttl_days)}
 SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """
+
+
+# The loader sets failed_at when it refuses a message, which is when it writes the dead letter: a
+# default that needs no change to the loader, and stable for rows written before the column existed
+# (a `now64()` default added by ALTER would be evaluated anew on every read of the old parts).
+_DEAD_LETTERS_LOADED_AT = "loaded_at DateTime64(3, 'UTC') DEFAULT failed_at"
+
+
+def _engine_full(client: Any, database: str, table: str) -> str:
+    return str(
+        client.command(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {table:String}",
+            parameters={"db": database, "table": table},
+        )
+        or ""
+    )
+
+
+def current_ttl(engine_full: str) -> str | None:
+    """The table TTL in a system.tables engine_full (None when the table has none)."""
+    match = re.search(r"\bTTL (.+?)(?: SETTINGS |$)", engine_full)
+    return match.group(1).strip() if match else None
+
+
+def ensure_ttl(client: Any, database: str, table: str, ttl_days: int | None) -> bool:
+    """Give an existing table the TTL wanted (MODIFY or REMOVE TTL) when it differs; True if changed.
+
+    Idempotent: a table that already has it is left alone (no mutation is started)."""
+    wanted = ttl_expression(ttl_days)
+    if current_ttl(_engine_full(client, database, table)) == wanted:
+        return False
+    if wanted is None:
+        client.command(f"ALTER TABLE `{database}`.`{table}` REMOVE TTL")
+    else:
+        client.command(f"ALTER TABLE `{database}`.`{table}` MODIFY TTL {wanted}")
+    log.info("%s.%s: TTL now %s", database, table, wanted or "none")
+    return True
 
 
 def _migrate_to_identity_key(client: Any, database: str, domain: str, ttl_days: int | None) -> None:
@@ -177,9 +236,23 @@ def _migrate_to_identity_key(client: Any, database: str, domain: str, ttl_days: 
 
 
 def ensure_tables(client: Any, database: str, ttl_days: int | None = None) -> None:
+    """Create the raw tables that do not exist and bring their TTL to the configured one.
+
+    `ttl_days` (the loader's `--ttl-days`) overrides every raw table's TTL; without it each table's
+    comes from EVENTHOUSE_RAW_TTL_DAYS[_<TABLE>] (default 400 days from `loaded_at`)."""
     client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
     for domain in DOMAINS:
-        _migrate_to_identity_key(client, database, domain, ttl_days)
-        client.command(_raw_ddl(database, domain, ttl_days))
-    client.command(_dead_letters_ddl(database))
+        table = raw_table(domain)
+        days = ttl_days if ttl_days is not None else raw_ttl_days(table)
+        _migrate_to_identity_key(client, database, domain, days)
+        client.command(_raw_ddl(database, domain, days))
+        ensure_ttl(client, database, table, days)
+    days = ttl_days if ttl_days is not None else raw_ttl_days("dead_letters")
+    client.command(_dead_letters_ddl(database, days))
+    client.command(f"ALTER TABLE `{database}`.`dead_letters` ADD COLUMN IF NOT EXISTS {_DEAD_LETTERS_LOADED_AT}")
+    ensure_ttl(client, database, "dead_letters", days)
     client.command(ingest_batches_ddl(database))
+    # CDC tables (ingestion/cdc_tables.py): state copied from PostgreSQL, without a TTL.
+    from ingestion.cdc_tables import ensure_cdc_tables
+
+    ensure_cdc_tables(client, database)

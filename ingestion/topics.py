@@ -86,6 +86,32 @@ def topics_for_domains(domains: list[str] | tuple[str, ...]) -> list[TopicSpec]:
     return [spec for spec in TOPICS if spec.domain in domains]
 
 
+def topic_configs(name: str) -> dict[str, str]:
+    """A new topic's configs: retention.ms, 7 days for topics and 14 for DLQs (settings/__init__.py).
+
+    Set at creation only; an existing topic's retention is the cluster operator's to change. The
+    embedded Tansu broker accepts the config but does not report it back (describe_configs answers
+    with no entries) and keeps messages in memory until it stops: the retention applies on a real cluster."""
+    from settings import topic_retention_ms
+
+    return {"retention.ms": str(topic_retention_ms(dlq=name.endswith(DLQ_SUFFIX)))}
+
+
+def _create(admin: Any, topics: list[Any]) -> None:
+    """Create the topics; a broker that refuses their configs gets them without (and a warning)."""
+    from kafka.errors import InvalidConfigurationError, TopicAlreadyExistsError
+
+    try:
+        with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile
+            admin.create_topics(topics)
+    except InvalidConfigurationError as exc:
+        log.warning("the broker refused the topics' retention configs (%s): creating them with its defaults", exc)
+        for topic in topics:
+            topic.topic_configs = {}
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics(topics)
+
+
 class TopicMismatch(RuntimeError):
     """A topic exists with another partition count than eventhouse expects."""
 
@@ -96,17 +122,17 @@ def ensure_topics(admin: Any, specs: list[TopicSpec], timeout: float = 30.0) -> 
     Returns {topic: partitions}. Tansu cannot add partitions later, so a mismatch is an error.
     """
     from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
 
     wanted = {spec.name: spec.partitions for spec in specs}
     wanted.update({spec.dlq: 1 for spec in specs})
     existing = set(admin.list_topics())
     missing = [
-        NewTopic(name, num_partitions=n, replication_factor=1) for name, n in wanted.items() if name not in existing
+        NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=topic_configs(name))
+        for name, n in wanted.items()
+        if name not in existing
     ]
     if missing:
-        with contextlib.suppress(TopicAlreadyExistsError):  # another process created them meanwhile
-            admin.create_topics(missing)
+        _create(admin, missing)
         log.info("created topics: %s", ", ".join(t.name for t in missing))
     deadline = time.monotonic() + timeout
     while True:

@@ -3,6 +3,8 @@
 -- Products sold: commerce products (from order items, with their unit price) and in-game shop
 -- products (gold bundles, priced in cents of real money). One row per (product_source,
 -- product_id): the two catalogs are separate, so one id can name a product in each.
+-- A commerce product's name, category and current list price come from the orders service's
+-- catalog (CDC, stg_oltp__products); NULL for shop products and for products it does not know.
 
 with order_events as (
 
@@ -13,6 +15,15 @@ with order_events as (
 economy_events as (
 
     select * from {{ ref('stg_economy__events') }}
+
+),
+
+catalog as (
+
+    select
+        *,
+        'commerce' as product_source
+    from {{ ref('stg_oltp__products') }}
 
 ),
 
@@ -55,11 +66,26 @@ shop_products as (
 
 ),
 
-final as (
+sold_products as (
 
     select * from commerce_products
     union all
     select * from shop_products
+
+),
+
+final as (
+
+    select
+        sold_products.*,
+        catalog.product_name,
+        catalog.product_category,
+        catalog.price_cents as current_price_cents
+    from sold_products
+    left join catalog
+        on
+            sold_products.product_id = catalog.product_id
+            and sold_products.product_source = catalog.product_source
 
 )
 
