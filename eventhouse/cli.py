@@ -22,10 +22,15 @@ from settings import (
     DEFAULT_DATABASE,
     DEFAULT_LOADER_GROUP_ID,
     DEFAULT_METRICS_HOST,
+    DEFAULT_OUTBOX_BATCH_ROWS,
+    DEFAULT_OUTBOX_POLL_SECONDS,
+    DEFAULT_OUTBOX_WRITER_CONNECTIONS,
+    DEFAULT_POSTGRES_PORT,
     DEFAULT_RAW_DATABASE,
     DEFAULT_RETRY_MAX_SLEEP_SECONDS,
     REPO_ROOT,
     load_settings,
+    postgres_dsn,
     stack_env,
 )
 
@@ -88,6 +93,13 @@ _positive_float = _number(float, 0, above=True)
 _non_negative_float = _number(float, 0)
 
 
+def _postgres_port_default() -> int:
+    from psycopg.conninfo import conninfo_to_dict
+
+    port = conninfo_to_dict(postgres_dsn()).get("port")
+    return int(port) if port else DEFAULT_POSTGRES_PORT
+
+
 def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     settings = load_settings()
     parser.add_argument("--home", type=_home, default=settings.home, help="data, pidfiles and logs (EVENTHOUSE_HOME)")
@@ -99,6 +111,12 @@ def _add_stack_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--kafka-port", type=_port, default=settings.kafka.port, help="Kafka port (default %(default)s)"
+    )
+    parser.add_argument(
+        "--postgres-port",
+        type=_port,
+        default=_postgres_port_default(),
+        help="PostgreSQL port (default %(default)s, or EVENTHOUSE_POSTGRES_DSN's)",
     )
     parser.add_argument(
         "--listen-host",
@@ -124,6 +142,7 @@ def _stack(args: argparse.Namespace):
         load_settings().clickhouse.database,
         listen_host=args.listen_host,
         allow_external_access=args.allow_external_access,
+        postgres_port=args.postgres_port,
     )
 
 
@@ -137,6 +156,8 @@ def cmd_stack_up(args: argparse.Namespace) -> int:
         f"files: {stack.layout.user_files}, external access {external})"
     )
     print(f"Kafka       127.0.0.1:{state.kafka_port}  (in memory; cluster id {state.kafka_cluster_id})")
+    env = stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home, state.postgres_port)
+    print(f"PostgreSQL  {env['EVENTHOUSE_POSTGRES_DSN']}  (data: {stack.layout.postgres_data}, wal_level=logical)")
     print(f"Logs        {stack.layout.log_dir}")
     print("Stop it with: eventhouse stack down")
     return 0
@@ -154,10 +175,10 @@ def cmd_stack_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
     else:
         print(f"home: {status['home']}")
-        for key in ("clickhouse", "kafka"):
+        for key in ("clickhouse", "kafka", "postgres"):
             info = status[key]
             print(f"{key:<11} {info['state']:<22} port={info['port']} pid={info['pid']} log={info['log']}")
-    ready = all(status[key]["state"] == "ready" for key in ("clickhouse", "kafka"))
+    ready = all(status[key]["state"] == "ready" for key in ("clickhouse", "kafka", "postgres"))
     return 0 if ready else 3
 
 
@@ -213,13 +234,14 @@ def cmd_stack_run(args: argparse.Namespace) -> int:
             load_settings().clickhouse.database,
             listen_host=args.listen_host,
             allow_external_access=args.allow_external_access,
+            postgres_port=free_port(),
         )
     else:
         stack = _stack(args)
     try:
         state = stack.up()
         env = dict(os.environ)
-        env.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
+        env.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home, state.postgres_port))
         env.setdefault("DBT_PROFILES_DIR", str(REPO_ROOT))
         return subprocess.call(command, env=env)
     finally:
@@ -305,6 +327,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         ttl_days=args.ttl_days,
         fetch_max_bytes=args.fetch_max_bytes,
         partition_fetch_bytes=args.partition_fetch_bytes,
+        cdc=args.cdc,  # CDC topics (eventhouse cdc) too, unless --no-cdc
     )
     if args.retry_max_sleep is not None:
         config.retry_max_sleep = args.retry_max_sleep
@@ -470,15 +493,20 @@ def cmd_produce_simulate(args: argparse.Namespace) -> int:
         late_rate=args.late_rate,
     )
     summary = ProduceSummary()
-    return _publish_generated(
-        simulate(config, summary), summary, client_id="game-simulator", what="simulate", jsonl=args.jsonl
-    )
+    events = simulate(config, summary)
+    if args.leaderboard_to_postgres:  # the game server's part: the leaderboard table (oltp/leaderboard.py)
+        from oltp.leaderboard import write_through
+
+        events = write_through(events, postgres_dsn(), summary.extra)
+    return _publish_generated(events, summary, client_id="game-simulator", what="simulate", jsonl=args.jsonl)
 
 
 def cmd_produce_orders(args: argparse.Namespace) -> int:
     from ingestion.producers.delivery import ProduceSummary
     from ingestion.producers.orders import OrdersConfig, simulate_orders
 
+    if not args.via_outbox and (args.rate is not None or args.fail_rate or args.rollback_log):
+        raise InputError("--rate, --fail-rate and --rollback-log apply to --via-outbox only")
     config = OrdersConfig(
         orders=args.orders,
         users=args.users,
@@ -490,10 +518,69 @@ def cmd_produce_orders(args: argparse.Namespace) -> int:
         out_of_order_rate=args.out_of_order_rate,
         duplicate_rate=args.duplicate_rate,
     )
+    if args.via_outbox:
+        return _write_orders_via_outbox(args, config)
     summary = ProduceSummary()
     return _publish_generated(
         simulate_orders(config, summary), summary, client_id="order-relay", what="orders", jsonl=args.jsonl
     )
+
+
+# ---- the transactional outbox (oltp/): `produce orders --via-outbox` and `relay` ----------------
+
+
+def _write_orders_via_outbox(args: argparse.Namespace, orders) -> int:
+    from oltp.outbox_writer import OutboxWriterConfig, write_orders_via_outbox
+
+    if args.jsonl:
+        raise InputError("--jsonl and --via-outbox exclude each other: the outbox path writes to PostgreSQL")
+    config = OutboxWriterConfig(
+        orders=orders,
+        rate=args.rate,
+        fail_rate=args.fail_rate,
+        rollback_log=Path(args.rollback_log) if args.rollback_log else None,
+        connections=args.connections,
+    )
+    summary = write_orders_via_outbox(postgres_dsn(), config)
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    import signal
+
+    from ingestion.loader_metrics import MetricsServer
+    from oltp.relay import RelayConfig, relay_outbox
+    from oltp.relay_metrics import RelayMetrics
+    from settings import outbox_pending_threshold
+
+    config = RelayConfig(
+        batch_rows=args.batch_rows, poll_seconds=args.poll_seconds, pending_threshold=outbox_pending_threshold()
+    )
+    metrics = RelayMetrics()
+    server = None
+    if args.metrics_port is not None:
+        try:
+            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)
+        except OSError as exc:
+            raise InputError(
+                f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"
+            ) from None
+
+    def stop_on_signals(relay) -> None:
+        # the current batch finishes (published and marked, or rolled back), then the relay exits
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: relay.stop())
+
+    try:
+        summary = relay_outbox(
+            postgres_dsn(), load_settings().kafka, config, once=args.once, metrics=metrics, on_start=[stop_on_signals]
+        )
+    finally:
+        if server is not None:
+            server.close()
+    print(json.dumps(summary.as_dict(), indent=2))
+    return 0
 
 
 def cmd_produce_yoochoose_sample(args: argparse.Namespace) -> int:
@@ -569,7 +656,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--create-tables-only", action="store_true", help="create the raw tables (idempotent) and exit, reading nothing"
     )
     load.add_argument(
-        "--ttl-days", type=_positive_int, default=None, help="retention TTL on new raw tables (off by default)"
+        "--ttl-days",
+        type=_positive_int,
+        default=None,
+        help="TTL in days from loaded_at for every raw table (default EVENTHOUSE_RAW_TTL_DAYS[_<TABLE>], 400)",
     )
     load.add_argument("--fetch-max-bytes", type=_positive_int, default=16 << 20, help="Kafka fetch size per request")
     load.add_argument(
@@ -593,6 +683,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-host",
         default=DEFAULT_METRICS_HOST,
         help=f"address the metrics endpoint binds to (default {DEFAULT_METRICS_HOST})",
+    )
+    load.add_argument(
+        "--no-cdc",
+        dest="cdc",
+        action="store_false",
+        help="leave out the CDC topics cdc.<schema>.<table> (loaded into cdc_<table> by default)",
     )
     load.set_defaults(func=cmd_load)
 
@@ -651,6 +747,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--duplicate-rate", type=_rate, default=0.0, help="share of events delivered twice")
     simulate.add_argument("--late-rate", type=_rate, default=0.02, help="share of client events arriving late")
     simulate.add_argument("--jsonl", default=None, help="write JSON lines to this file instead of Kafka")
+    simulate.add_argument(
+        "--leaderboard-to-postgres",
+        action="store_true",
+        help="also upsert each player's best time-attack time per stage into PostgreSQL's leaderboard (CDC copies it)",
+    )
     simulate.set_defaults(func=cmd_produce_simulate)
 
     orders = produce.add_parser("orders", help="commerce order lifecycles with versions and soft deletes")
@@ -666,7 +767,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     orders.add_argument("--duplicate-rate", type=_rate, default=0.0, help="share of events delivered twice")
     orders.add_argument("--jsonl", default=None, help="write JSON lines to this file instead of Kafka")
+    orders.add_argument(
+        "--via-outbox",
+        action="store_true",
+        help="write each change and its outbox row to PostgreSQL (EVENTHOUSE_POSTGRES_DSN) in one transaction, "
+        "in the order the changes happened, instead of publishing to Kafka (`eventhouse relay` publishes "
+        "them); --out-of-order-rate and --duplicate-rate reorder or duplicate nothing on this path (ordering "
+        "comes from the database); re-running skips the changes already committed",
+    )
+    orders.add_argument(
+        "--rate", type=_positive_float, default=None, help="--via-outbox: changes per second (default: unpaced)"
+    )
+    orders.add_argument(
+        "--fail-rate",
+        type=_rate,
+        default=0.0,
+        help="--via-outbox: share of changes rolled back on purpose after writing their outbox row (tests, demos)",
+    )
+    orders.add_argument(
+        "--rollback-log", default=None, help="--via-outbox: append each change rolled back on purpose (JSON lines)"
+    )
+    orders.add_argument(
+        "--connections",
+        type=_positive_int,
+        default=DEFAULT_OUTBOX_WRITER_CONNECTIONS,
+        help="--via-outbox: concurrent PostgreSQL connections, each writing its share of the orders "
+        "(default %(default)s)",
+    )
     orders.set_defaults(func=cmd_produce_orders)
+
+    relay = sub.add_parser(
+        "relay", help="publish the PostgreSQL outbox to Kafka (acks=all, marked after the ack; until SIGTERM)"
+    )
+    relay.add_argument("--once", action="store_true", help="drain the outbox, then exit printing a JSON summary")
+    relay.add_argument(
+        "--batch-rows", type=_positive_int, default=DEFAULT_OUTBOX_BATCH_ROWS, help="rows per batch (transaction)"
+    )
+    relay.add_argument(
+        "--poll-seconds",
+        type=_positive_float,
+        default=DEFAULT_OUTBOX_POLL_SECONDS,
+        help="longest wait between polls; a NOTIFY on channel `outbox` wakes the relay sooner (default %(default)s)",
+    )
+    relay.add_argument(
+        "--metrics-port",
+        type=_port_or_zero,
+        default=None,
+        help="serve Prometheus metrics on http://HOST:PORT/metrics while it runs (0: a free port, logged; "
+        "off by default)",
+    )
+    relay.add_argument(
+        "--metrics-host",
+        default=DEFAULT_METRICS_HOST,
+        help=f"address the metrics endpoint binds to (default {DEFAULT_METRICS_HOST})",
+    )
+    relay.set_defaults(func=cmd_relay)
+
+    from oltp.cdc_cli import add_cdc_parser
+
+    add_cdc_parser(sub, _positive_int, _positive_float)
 
     demo = sub.add_parser("demo", help="start the stack and run the main job end to end")
     _add_stack_options(demo)
@@ -679,13 +838,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=None, help="port (default EVENTHOUSE_SERVE_PORT or 8000)")
     serve.set_defaults(func=cmd_serve)
 
+    from archive.commands import add_commands as add_archive_commands
+
+    add_archive_commands(sub)  # archive, replay --from-archive, retention
+
     ui = sub.add_parser("ui", help="the Dagster UI (dagster dev) on the demo's runs, beside the API and dashboards")
     ui.add_argument("--home", type=_home, default=None, help="EVENTHOUSE_HOME; the instance is HOME/dagster")
     ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default %(default)s)")
     ui.add_argument("--port", type=_port, default=3000, help="Dagster's port (default %(default)s)")
-    ui.add_argument(
-        "--api-port", type=_port, default=8000, help="port of the API and dashboards (default %(default)s)"
-    )
+    ui.add_argument("--api-port", type=_port, default=8000, help="port of the API and dashboards (default %(default)s)")
     ui.set_defaults(func=cmd_ui)
     return parser
 
@@ -697,12 +858,22 @@ def _failure(exc: BaseException) -> str | None:
 
     from alerting.kafka_channel import KafkaChannelError
     from alerting.publisher import PublisherError
+    from archive.replay import ReplayError
     from ingestion.loader import LoaderError, short_reason
     from ingestion.producers.yoochoose import MalformedLine
     from ingestion.topics import TopicMismatch
+    from oltp.cdc import CdcError
+    from oltp.connection import PostgresUnavailable, describe_dsn
+    from oltp.relay import RelayError
     from settings import ConfigError
     from stack.processes import ServiceError
 
+    if isinstance(exc, PostgresUnavailable | RelayError | CdcError):
+        return str(exc)
+    import psycopg
+
+    if isinstance(exc, psycopg.OperationalError):  # the server went away mid-run
+        return f"PostgreSQL at {describe_dsn(postgres_dsn())} failed: {str(exc).strip().splitlines()[-1]}"
     if isinstance(
         exc,
         ConfigError
@@ -712,7 +883,8 @@ def _failure(exc: BaseException) -> str | None:
         | MalformedLine
         | InputError
         | PublisherError
-        | KafkaChannelError,
+        | KafkaChannelError
+        | ReplayError,
     ):
         return str(exc)
     if isinstance(exc, RetriableError):  # KafkaTimeoutError "Unable to bootstrap from ...", connection errors

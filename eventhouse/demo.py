@@ -32,25 +32,47 @@ DBT_PREPARE_STEPS: list[list[str]] = [
 
 
 def produce_demo_events(settings: Settings) -> None:
+    """The demo's three sources: producers publishing to Kafka (clickstream, game and economy), the
+    orders service's PostgreSQL with its transactional outbox and relay (orders), and CDC of its
+    dimension tables (users, products, and the leaderboard the game writes)."""
     from ingestion.producers.delivery import ProduceSummary, publish_all
     from ingestion.producers.game_sim import SimulationConfig, simulate
-    from ingestion.producers.orders import OrdersConfig, simulate_orders
+    from ingestion.producers.orders import OrdersConfig
     from ingestion.producers.yoochoose import replay
     from ingestion.publisher import Publisher
+    from oltp.cdc import CdcCapture, CdcConfig
+    from oltp.leaderboard import write_through
+    from oltp.outbox_writer import OutboxWriterConfig, write_orders_via_outbox
+    from oltp.relay import RelayConfig, relay_outbox
+    from settings import outbox_pending_threshold, postgres_dsn
 
+    dsn = postgres_dsn()
     samples = REPO_ROOT / "ingestion" / "samples"
     publisher = Publisher(settings.kafka, client_id="demo-producer")
     try:
         replayed = replay(publisher, samples / "yoochoose-clicks.dat", samples / "yoochoose-buys.dat")
         print(f"   clickstream: replayed {replayed.produced} events ({replayed.rejected} lines rejected)")
         game = ProduceSummary()
-        publish_all(simulate(SimulationConfig(), game), publisher.publish, game, "game + economy events")
-        print(f"   game + economy: {game.produced} events from {SimulationConfig().users} simulated players")
-        orders = ProduceSummary()
-        publish_all(simulate_orders(OrdersConfig(), orders), publisher.publish, orders, "order events")
-        print(f"   orders: {orders.produced} events for {OrdersConfig().orders} orders")
+        events = write_through(simulate(SimulationConfig(), game), dsn, game.extra)
+        publish_all(events, publisher.publish, game, "game + economy events")
+        print(
+            f"   game + economy: {game.produced} events from {SimulationConfig().users} simulated players; "
+            f"{game.extra['leaderboard']['rows_written']} best times upserted into PostgreSQL's leaderboard"
+        )
     finally:
         publisher.close()
+    written = write_orders_via_outbox(dsn, OutboxWriterConfig(orders=OrdersConfig()))
+    print(
+        f"   orders: {written.committed} changes of {OrdersConfig().orders} orders committed to PostgreSQL, "
+        "each with its outbox row in one transaction"
+    )
+    relayed = relay_outbox(dsn, settings.kafka, RelayConfig(pending_threshold=outbox_pending_threshold()), once=True)
+    print(f"   outbox relay: {relayed.published} published to Kafka and marked, {relayed.pending} pending")
+    captured = CdcCapture(settings, CdcConfig(dsn=dsn, once=True)).run().summary()
+    print(
+        f"   CDC: {captured['published']} change events published to cdc.public.* (the initial snapshot's "
+        f"{captured['snapshot_rows']} rows, then the slot's changes; slot confirmed at {captured['confirmed_lsn']})"
+    )
 
 
 def _print_run(run: Any) -> None:
@@ -169,6 +191,25 @@ def publish_live_alerts(settings: Settings, client: Any) -> dict[str, Any]:
     return summary.as_dict()
 
 
+def print_archive(runs: list[Any]) -> None:
+    """What the archive run wrote: the hour just loaded, as Parquet files per raw table."""
+    import dagster as dg
+
+    from settings import archive_url
+
+    key = dg.AssetKey(["archive", "raw_hourly"])
+    written = next((run.metadata[key] for run in runs if key in run.metadata), None)
+    if written is None:
+        return
+    rows = written.get("rows") or {}
+    files = written.get("files") or []
+    tables = ", ".join(f"{table} {n}" for table, n in sorted(rows.items()) if n)
+    print(
+        f"   archive: {sum(rows.values())} rows loaded this hour written to {len(files)} zstd Parquet files "
+        f"under {archive_url()} ({tables}); replay with `eventhouse replay --from-archive`"
+    )
+
+
 def print_serving(stack: EmbeddedStack) -> None:
     """Where the API and the dashboards are, after checking that `eventhouse serve` answers from this
     warehouse (on a free port: `make ui` takes 8000 beside Dagster)."""
@@ -241,7 +282,7 @@ def run_demo(stack: EmbeddedStack) -> int:
     print(f"== 1/5 starting the embedded stack in {stack.layout.home} (logs: {log_path})", flush=True)
     state = stack.up()
     print(f"   ClickHouse http://127.0.0.1:{state.clickhouse_port}, Kafka 127.0.0.1:{state.kafka_port}")
-    os.environ.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home))
+    os.environ.update(stack_env(state.clickhouse_port, state.kafka_port, stack.layout.home, state.postgres_port))
     settings = load_settings()
     from orchestration.project import prepare_dbt_project
 
@@ -249,7 +290,11 @@ def run_demo(stack: EmbeddedStack) -> int:
     parsing = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dbt-parse")
     parsed = parsing.submit(prepare_dbt_project)
 
-    print("== 2/5 produce the demo events into Kafka", flush=True)
+    print(
+        "== 2/5 the three sources: producers -> Kafka; orders -> PostgreSQL + outbox -> relay -> Kafka; "
+        "users, products, leaderboard -> CDC -> Kafka",
+        flush=True,
+    )
     # Once per home. A second run on the same home shows the same warehouse, rebuilt, rather than
     # the same events delivered again (which the insert-time realtime aggregates would count twice)
     # or a wiped home (which would take along whatever else the user loaded into it).
@@ -323,6 +368,7 @@ def run_demo(stack: EmbeddedStack) -> int:
     print("== 5/5 summary", flush=True)
     if ok:
         print_summary(defs, runs, client, settings)
+        print_archive(runs)
         print_serving(stack)
     print(
         f"   finished in {time.monotonic() - started:.1f} s; the stack keeps running (stop: eventhouse stack down); "

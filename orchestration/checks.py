@@ -7,7 +7,7 @@ cannot express: how old the newest loaded row is. The daily marts carry a Freshn
 
 import dagster as dg
 
-from orchestration.assets.ingestion import RAW_TABLE_KEYS
+from orchestration.assets.ingestion import EVENT_RAW_TABLE_KEYS
 from orchestration.resources import EventhouseResource
 from settings import DEFAULT_FRESHNESS_HOURS, freshness_hours
 
@@ -59,6 +59,6 @@ def _loaded_at_check(key: dg.AssetKey, column: str = "loaded_at") -> dg.AssetChe
 
 
 DATA_FRESHNESS_CHECKS = [
-    *(_loaded_at_check(key) for key in RAW_TABLE_KEYS),
+    *(_loaded_at_check(key) for key in EVENT_RAW_TABLE_KEYS),
     *(_loaded_at_check(key, column) for key, column in KEY_MART_LOADED_AT.items()),
 ]

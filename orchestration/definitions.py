@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from orchestration.assets.alerting import alerts
+from orchestration.assets.archive import ARCHIVE_ASSETS
 from orchestration.assets.dbt import DBT_ASSETS
 from orchestration.assets.ingestion import RAW_TABLE_ASSETS, dead_letters, kafka_topics
 from orchestration.checks import DATA_FRESHNESS_CHECKS
@@ -22,7 +23,7 @@ from orchestration.sensors import SENSORS
 
 def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[kafka_topics, dead_letters, *RAW_TABLE_ASSETS, *DBT_ASSETS, alerts],
+        assets=[kafka_topics, dead_letters, *RAW_TABLE_ASSETS, *DBT_ASSETS, alerts, *ARCHIVE_ASSETS],
         asset_checks=DATA_FRESHNESS_CHECKS,
         jobs=JOBS,
         schedules=SCHEDULES,

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from orchestration.assets.alerting import alerts
+from orchestration.assets.archive import deleted_orders_retention, raw_archive
 from orchestration.assets.dbt import DAILY_DBT_ASSETS, DBT_ASSETS
 from orchestration.assets.ingestion import RAW_TABLE_KEYS, dead_letters, kafka_topics
 
@@ -55,4 +56,18 @@ observe_sources_job = dg.define_asset_job(
     description="Observe the Kafka topics (messages, loader lag), the dead letters and the published alerts.",
 )
 
-JOBS = [ingestion_job, build_warehouse_job, hourly_job, daily_job, observe_sources_job]
+# One ingest hour of every raw table to Parquet (the partition: a UTC hour).
+archive_job = dg.define_asset_job(
+    "archive_raw",
+    selection=dg.AssetSelection.assets(raw_archive),
+    partitions_def=raw_archive.partitions_def,
+    description="Write the partition's ingest hour of every raw table to the Parquet archive.",
+)
+
+retention_job = dg.define_asset_job(
+    "retention",
+    selection=dg.AssetSelection.assets(deleted_orders_retention),
+    description="Remove soft-deleted orders 7 days after deleted_at from the raw and warehouse tables.",
+)
+
+JOBS = [ingestion_job, build_warehouse_job, hourly_job, daily_job, observe_sources_job, archive_job, retention_job]

@@ -1,4 +1,5 @@
-"""Ingestion assets: Kafka topics (observed), and one raw table per domain filled by the loader.
+"""Ingestion assets: Kafka topics (observed), one raw table per domain filled by the loader, and the
+CDC tables (the orders service's users, products and leaderboard, copied from PostgreSQL).
 
 A raw-table materialization runs the exactly-once loader for that domain's topics until it has
 caught up with what was in Kafka when it started (or a time limit), and records what it did.
@@ -7,6 +8,7 @@ caught up with what was in Kafka when it started (or a time limit), and records 
 import dagster as dg
 from dagster import AssetExecutionContext
 
+from ingestion.cdc_tables import CDC_TABLES, cdc_topics
 from ingestion.lag import group_lag
 from ingestion.raw_tables import raw_table
 from ingestion.topics import DOMAINS, TOPICS, topics_for_domains
@@ -39,6 +41,15 @@ TOPIC_SPECS = [
         kinds={"kafka"},
     )
     for spec in TOPICS
+] + [
+    dg.AssetSpec(
+        key=topic_key(spec.name),
+        description=f"Kafka topic `{spec.name}`: Debezium-shaped change events of the PostgreSQL table "
+        f"`{spec.name.split('.', 1)[1]}`, published by `eventhouse cdc` from a logical replication slot.",
+        group_name=KAFKA_GROUP,
+        kinds={"kafka", "postgres"},
+    )
+    for spec in cdc_topics()
 ]
 
 
@@ -46,11 +57,13 @@ TOPIC_SPECS = [
 def kafka_topics(context: AssetExecutionContext, eventhouse: EventhouseResource):
     """Observe every topic's size (sum of partition highwaters) and the loader groups' lag on it."""
     settings = eventhouse.ensure_stack(context.log)
-    topics = [spec.name for spec in TOPICS]
+    topics = [spec.name for spec in TOPICS] + [spec.name for spec in cdc_topics()]
     lag_by_topic: dict[str, int] = {}
     highwater: dict[str, int] = {}
-    for domain in DOMAINS:
-        lag = group_lag(settings.kafka, loader_group(domain), [s.name for s in topics_for_domains([domain])])
+    groups = [(loader_group(domain), [s.name for s in topics_for_domains([domain])]) for domain in DOMAINS]
+    groups.append((loader_group(CDC_LOADER), [s.name for s in cdc_topics()]))
+    for group, group_topics in groups:
+        lag = group_lag(settings.kafka, group, group_topics)
         lag_by_topic.update(lag.by_topic())
         highwater.update(lag.highwater_by_topic())
     for topic in topics:
@@ -158,5 +171,57 @@ def _raw_table_asset(domain: str) -> dg.AssetsDefinition:
     return load_raw_table
 
 
-RAW_TABLE_ASSETS = [_raw_table_asset(domain) for domain in DOMAINS]
-RAW_TABLE_KEYS = [raw_table_key(raw_table(domain)) for domain in DOMAINS]
+# the CDC tables' loader: a consumer group of its own, like each domain's
+CDC_LOADER = "cdc"
+
+
+@dg.multi_asset(
+    name="cdc_tables",
+    specs=[
+        dg.AssetSpec(
+            key=raw_table_key(table.clickhouse_table),
+            deps=[topic_key(table.topic)],
+            group_name=INGESTION_GROUP,
+            kinds={"clickhouse", "kafka"},
+            description=f"Every change of PostgreSQL's `{table.schema}.{table.table}` (ReplacingMergeTree "
+            f"by WAL position, deletes flagged), loaded exactly once from `{table.topic}` by the eventhouse "
+            "loader; `stg_oltp__*` keep the current rows.",
+        )
+        for table in CDC_TABLES
+    ],
+    op_tags={"eventhouse/domain": CDC_LOADER},
+)
+def cdc_tables(context: AssetExecutionContext, eventhouse: EventhouseResource, config: LoaderRunConfig):
+    """Load the CDC topics into the cdc_<table> tables (what `eventhouse cdc` published from the slot)."""
+    from ingestion.loader import Loader, LoaderConfig
+
+    settings = eventhouse.ensure_stack(context.log)
+    loader_config = LoaderConfig(
+        domains=(),
+        cdc=True,
+        group_id=loader_group(CDC_LOADER),
+        raw_database=settings.clickhouse.raw_database,
+        until_caught_up=True,
+        max_seconds=config.max_seconds,
+        batch_rows=config.batch_rows,
+        session_timeout_ms=settings.kafka.session_timeout_ms,
+    )
+    stats = Loader(settings, loader_config).run()
+    summary = stats.summary()
+    client = eventhouse.client()
+    for table in CDC_TABLES:
+        name = f"`{settings.clickhouse.raw_database}`.`{table.clickhouse_table}`"
+        yield dg.MaterializeResult(
+            asset_key=raw_table_key(table.clickhouse_table),
+            metadata={
+                "changes_loaded_this_run": dg.MetadataValue.int(summary["rows_loaded"]),
+                "dead_letters": dg.MetadataValue.int(summary["dead_letters"]),
+                "dagster/row_count": dg.MetadataValue.int(int(client.command(f"SELECT count() FROM {name}"))),
+            },
+        )
+
+
+RAW_TABLE_ASSETS = [*(_raw_table_asset(domain) for domain in DOMAINS), cdc_tables]
+EVENT_RAW_TABLE_KEYS = [raw_table_key(raw_table(domain)) for domain in DOMAINS]
+# CDC tables hold state: no freshness check (an unchanged catalog loads nothing, and that is fine)
+RAW_TABLE_KEYS = EVENT_RAW_TABLE_KEYS + [raw_table_key(table.clickhouse_table) for table in CDC_TABLES]

@@ -71,9 +71,7 @@ def test_dbt_build_builds_and_tests_every_node(embedded_stack, built):
     every_node = {uid for uid, node in manifest["nodes"].items() if node["resource_type"] in buildable}
     # (the project's on-run-start hooks report as operations; the dashboards' exposures as exposures)
     statuses = {
-        r["unique_id"]: r["status"]
-        for r in built.results
-        if not r["unique_id"].startswith(("operation.", "exposure."))
+        r["unique_id"]: r["status"] for r in built.results if not r["unique_id"].startswith(("operation.", "exposure."))
     }
     # every node of the manifest ran, and nothing else (the unit tests are make dbt-checks')
     assert set(statuses) == every_node

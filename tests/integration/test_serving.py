@@ -112,8 +112,12 @@ def test_clickstream_metrics_equal_the_reference(api, reference):
         _assert_rows(
             answer["stages"],
             stages,
-            {"stage": "funnel_stage", "session_count": "session_count", "percentage": "percentage",
-             "drop_rate": "drop_rate"},
+            {
+                "stage": "funnel_stage",
+                "session_count": "session_count",
+                "percentage": "percentage",
+                "drop_rate": "drop_rate",
+            },
         )
 
 
@@ -123,9 +127,15 @@ def test_popular_items_and_categories(api, reference, built_case):
         expected = sorted(
             (r for r in items if r["metric_date"] == day and r["click_rank"] <= 100), key=lambda r: r["click_rank"]
         )
-        fields = {"item_id": "item_id", "category": "category", "click_count": "click_count",
-                  "purchase_count": "purchase_count", "revenue": "revenue", "rank": "click_rank",
-                  "click_to_purchase_ratio": "click_to_purchase_ratio"}
+        fields = {
+            "item_id": "item_id",
+            "category": "category",
+            "click_count": "click_count",
+            "purchase_count": "purchase_count",
+            "revenue": "revenue",
+            "rank": "click_rank",
+            "click_to_purchase_ratio": "click_to_purchase_ratio",
+        }
         _assert_rows(api.get(f"/items/popular/{day}").json(), expected, fields)
         _assert_rows(api.get(f"/items/popular/{day}", params={"limit": 1}).json(), expected[:1], fields)
         categories = _mart(
@@ -150,13 +160,15 @@ def test_anomalies(api, reference, built_case):
     for kind in ("HIGH_FREQUENCY", "BOT_LIKE"):
         answer += api.get("/anomalies", params={"anomaly_type": kind, "limit": 1000}).json()
     key = lambda r: (r["session_id"], r["anomaly_type"], str(r["window_start"])[:19])  # noqa: E731
-    assert sorted(
-        (r["session_id"], r["anomaly_type"], r["click_count"], r["unique_items"]) for r in answer
-    ) == sorted((r["session_id"], r["anomaly_type"], r["click_count"], r["unique_items"]) for r in expected)
+    assert sorted((r["session_id"], r["anomaly_type"], r["click_count"], r["unique_items"]) for r in answer) == sorted(
+        (r["session_id"], r["anomaly_type"], r["click_count"], r["unique_items"]) for r in expected
+    )
     assert len({key(r) for r in answer}) == len(answer)
     # every type is listed, counted as the mart counts it
-    counts = {r["anomaly_type"]: r["count"] for r in _mart(
-        built_case, "SELECT anomaly_type, count() AS count FROM fct_anomalies GROUP BY anomaly_type")}
+    counts = {
+        r["anomaly_type"]: r["count"]
+        for r in _mart(built_case, "SELECT anomaly_type, count() AS count FROM fct_anomalies GROUP BY anomaly_type")
+    }
     types = api.get("/anomalies/types").json()
     assert {r["anomaly_type"] for r in types} >= set(counts)
     assert {r["anomaly_type"]: r["count"] for r in types if r["count"]} == counts

@@ -57,6 +57,8 @@ def test_lineage_runs_from_kafka_topics_to_marts(graph):
         *(f"eventhouse_raw/raw_{d}_events" for d in ("clickstream", "game", "economy", "orders")),
         "eventhouse_raw/dead_letters",
         "eventhouse_raw/alerts",
+        # the CDC tables (dbt source `oltp`), loaded by `eventhouse load` from the topics `eventhouse cdc` writes
+        *(f"eventhouse_raw/cdc_{table}" for table in ("users", "products", "leaderboard")),
     }
     raw_game = graph.get(dg.AssetKey(["eventhouse_raw", "raw_game_events"]))
     assert dg.AssetKey(["kafka", "game.events"]) in raw_game.parent_keys
@@ -121,7 +123,9 @@ def test_date_based_marts_are_daily_partitioned_with_a_freshness_policy(graph, m
     tagged = {n["name"] for n in manifest["nodes"].values() if "daily_partitioned" in n.get("tags", [])}
     assert {"kpi_daily", "economy_daily_kpis", "commerce_daily_sales", "clickstream_daily_metrics"} <= tagged
     partitioned = {key.to_user_string() for key in graph.get_all_asset_keys() if graph.get(key).partitions_def}
-    assert partitioned == tagged
+    # besides the daily marts, only the raw archive, by ingest hour
+    assert partitioned == tagged | {"archive/raw_hourly"}
+    assert isinstance(graph.get(dg.AssetKey(["archive", "raw_hourly"])).partitions_def, dg.HourlyPartitionsDefinition)
     for name in tagged:
         asset = graph.get(dg.AssetKey([name]))
         assert isinstance(asset.partitions_def, dg.DailyPartitionsDefinition), name
@@ -289,6 +293,7 @@ def test_hourly_schedule_refreshes_todays_partition(defs, manifest):
     job = defs.resolve_job_def("hourly_refresh")
     selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     raw_tables = {f"eventhouse_raw/raw_{domain}_events" for domain in ("clickstream", "game", "economy", "orders")}
+    raw_tables |= {f"eventhouse_raw/cdc_{table}" for table in ("users", "products", "leaderboard")}
     assert selected == raw_tables | {node["name"] for node in _asset_nodes(manifest).values()}
 
 
@@ -333,3 +338,11 @@ def test_old_dbt_invocation_directories_are_pruned(tmp_path):
         "warehouse_2-0000003-abcdef3",
         "warehouse_2-0000004-abcdef4",
     ]
+
+
+def test_the_archive_schedule_archives_the_hour_that_ended():
+    from orchestration.schedules import previous_hour_partition
+
+    # at 10:15 UTC (the tick), the hour 09:00-10:00
+    assert previous_hour_partition(datetime(2026, 3, 1, 10, 15, tzinfo=UTC)) == "2026-03-01-09:00"
+    assert previous_hour_partition(datetime(2026, 3, 1, 0, 15, tzinfo=UTC)) == "2026-02-28-23:00"
