@@ -190,6 +190,8 @@ CDC_LOADER = "cdc"
         for table in CDC_TABLES
     ],
     op_tags={"eventhouse/domain": CDC_LOADER},
+    # a job that selects one of them (a dbt model's upstream) loads all three topics, reports the one
+    can_subset=True,
 )
 def cdc_tables(context: AssetExecutionContext, eventhouse: EventhouseResource, config: LoaderRunConfig):
     """Load the CDC topics into the cdc_<table> tables (what `eventhouse cdc` published from the slot)."""
@@ -210,6 +212,8 @@ def cdc_tables(context: AssetExecutionContext, eventhouse: EventhouseResource, c
     summary = stats.summary()
     client = eventhouse.client()
     for table in CDC_TABLES:
+        if raw_table_key(table.clickhouse_table) not in context.selected_asset_keys:
+            continue
         name = f"`{settings.clickhouse.raw_database}`.`{table.clickhouse_table}`"
         yield dg.MaterializeResult(
             asset_key=raw_table_key(table.clickhouse_table),

@@ -332,7 +332,7 @@ def test_kafka_going_down_is_503_and_the_server_still_stops_promptly(own_stack: 
     env = {**own_stack.env, "EVENTHOUSE_COLLECTOR_ACK_TIMEOUT_SECONDS": "1"}
     with running_api(env, tmp_path) as base, httpx.Client(base_url=base, timeout=30) as client:
         assert post(client, [click("up-1")]).status_code == 202
-        _, kafka = own_stack.stack.services()
+        _, kafka, _ = own_stack.stack.services()
         os.kill(kafka.running_pid(), signal.SIGKILL)  # a crash (a graceful stop takes the broker ~5 s)
         response = post(client, [click("down-1"), click("down-2", 1)])
         assert response.status_code == 503, response.text

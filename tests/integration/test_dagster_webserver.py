@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+from ingestion.cdc_tables import CDC_TABLES
 from ingestion.topics import DOMAINS, TOPICS
 from orchestration.instance import running_webserver
 from orchestration.project import prepare_dbt_project
@@ -91,12 +92,13 @@ def test_server_info(webserver):
 
 
 def test_kafka_topics_and_raw_tables(assets):
-    topics = {f"kafka/{spec.name}" for spec in TOPICS}
+    topics = {f"kafka/{spec.name}" for spec in TOPICS} | {f"kafka/{table.topic}" for table in CDC_TABLES}
     assert {key for key in assets if key.startswith("kafka/")} == topics
     for key in topics:
         assert assets[key]["groupName"] == "kafka", key
         assert assets[key]["isObservable"], f"{key} should be an observable source"
     raw_tables = {f"eventhouse_raw/raw_{domain}_events" for domain in DOMAINS}
+    raw_tables |= {f"eventhouse_raw/{table.clickhouse_table}" for table in CDC_TABLES}
     assert {key for key in assets if key.startswith("eventhouse_raw/")} == raw_tables | {
         "eventhouse_raw/dead_letters",
         "eventhouse_raw/alerts",
@@ -143,7 +145,7 @@ def test_dbt_groups(assets, manifest):
     groups = {node["groupName"] for node in assets.values()}
     layers = {layer_group(node["fqn"], node["resource_type"]) for node in _dbt_nodes(manifest)}
     assert {"seeds", "staging", "intermediate", "core", "snapshots"} <= layers
-    assert groups == {"kafka", "ingestion", "alerting"} | layers
+    assert groups == {"kafka", "ingestion", "alerting", "archive"} | layers
     assert {key for key, node in assets.items() if node["groupName"] in layers} == {
         node["name"] for node in _dbt_nodes(manifest)
     }
@@ -155,7 +157,8 @@ def test_dbt_groups(assets, manifest):
 def test_daily_partitioned_marts(assets, manifest):
     tagged = {node["name"] for node in _dbt_nodes(manifest) if DAILY_PARTITIONED_TAG in node["tags"]}
     assert {"kpi_daily", "commerce_daily_sales"} <= tagged
-    assert {key for key, node in assets.items() if node["isPartitioned"]} == tagged
+    # and the hourly raw archive
+    assert {key for key, node in assets.items() if node["isPartitioned"]} == tagged | {"archive/raw_hourly"}
     for key in tagged:
         definition = assets[key]["partitionDefinition"]
         assert definition["type"] == "TIME_WINDOW", key
