@@ -23,6 +23,8 @@ One batch is one PostgreSQL transaction:
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
 import threading
 import time
@@ -48,6 +50,10 @@ from settings import (
 log = logging.getLogger(__name__)
 
 RELAY_SERVICE = "order-outbox-relay"
+# Test hook: the relay kills itself (SIGKILL) once the broker acknowledged its first batch and before
+# the batch is marked published: the one moment where a crash makes the next relay publish those rows
+# again (tests/integration/test_outbox.py).
+KILL_AFTER_ACK_ENV = "EVENTHOUSE_RELAY_TEST_KILL_AFTER_ACK"
 FIRST_RETRY_SLEEP = 0.2
 # `--once` gives up after this many failed publishes in a row (a service relay retries for ever)
 ONCE_MAX_CONSECUTIVE_FAILURES = 5
@@ -185,6 +191,9 @@ class Relay:
                 return 0
             topics = self._publish(rows)
             acked = time.time()
+            if os.environ.get(KILL_AFTER_ACK_ENV):
+                log.warning("%s is set: killing the relay after the acks, before marking", KILL_AFTER_ACK_ENV)
+                os.kill(os.getpid(), signal.SIGKILL)
             conn.execute(
                 "UPDATE outbox SET published_at = clock_timestamp(), attempts = attempts + 1 WHERE id = ANY(%s)",
                 ([row.id for row in rows],),
