@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from settings import (
     DEFAULT_ALERT_POLL_SECONDS,
@@ -91,6 +92,19 @@ def _number(kind: type, low: float, *, above: bool = False) -> Callable[[str], f
 _positive_int = _number(int, 1)
 _positive_float = _number(float, 0, above=True)
 _non_negative_float = _number(float, 0)
+
+
+def _metrics_server(metrics: Any, args: argparse.Namespace) -> Any:
+    """The Prometheus endpoint of --metrics-port/--metrics-host (None without a port); a clear error
+    when the address cannot be listened on."""
+    if args.metrics_port is None:
+        return None
+    from ingestion.loader_metrics import MetricsServer
+
+    try:
+        return MetricsServer(metrics, args.metrics_port, args.metrics_host)
+    except OSError as exc:  # the port is taken, or the host is not this machine's
+        raise InputError(f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}") from None
 
 
 def _postgres_port_default() -> int:
@@ -331,17 +345,10 @@ def cmd_load(args: argparse.Namespace) -> int:
     )
     if args.retry_max_sleep is not None:
         config.retry_max_sleep = args.retry_max_sleep
-    from ingestion.loader_metrics import LoaderMetrics, MetricsServer
+    from ingestion.loader_metrics import LoaderMetrics
 
     metrics = LoaderMetrics()
-    server = None
-    if args.metrics_port is not None:
-        try:
-            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)
-        except OSError as exc:  # the port is taken, or the host is not this machine's
-            raise InputError(
-                f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"
-            ) from None
+    server = _metrics_server(metrics, args)
     try:
         stats = Loader(settings, config, metrics=metrics).run()
     finally:
@@ -356,7 +363,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
     from alerting.metrics import AlertMetrics
     from alerting.publisher import AlertPublisher
-    from ingestion.loader_metrics import MetricsServer
     from settings import alert_settings
 
     settings = load_settings()
@@ -366,14 +372,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     if args.webhook is not None and not args.webhook.startswith(("http://", "https://")):
         raise InputError(f"--webhook {args.webhook}: not an http:// or https:// URL")
     metrics = AlertMetrics()
-    server = None
-    if args.metrics_port is not None:
-        try:
-            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)
-        except OSError as exc:
-            raise InputError(
-                f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"
-            ) from None
+    server = _metrics_server(metrics, args)
     try:
         publisher = AlertPublisher(
             settings, config, webhook_url=args.webhook, metrics=metrics, pipeline_checks=not args.no_pipeline
@@ -549,7 +548,6 @@ def _write_orders_via_outbox(args: argparse.Namespace, orders) -> int:
 def cmd_relay(args: argparse.Namespace) -> int:
     import signal
 
-    from ingestion.loader_metrics import MetricsServer
     from oltp.relay import RelayConfig, relay_outbox
     from oltp.relay_metrics import RelayMetrics
     from settings import outbox_pending_threshold
@@ -558,14 +556,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
         batch_rows=args.batch_rows, poll_seconds=args.poll_seconds, pending_threshold=outbox_pending_threshold()
     )
     metrics = RelayMetrics()
-    server = None
-    if args.metrics_port is not None:
-        try:
-            server = MetricsServer(metrics, args.metrics_port, args.metrics_host)
-        except OSError as exc:
-            raise InputError(
-                f"--metrics-port {args.metrics_port}: cannot listen on {args.metrics_host}: {exc}"
-            ) from None
+    server = _metrics_server(metrics, args)
 
     def stop_on_signals(relay) -> None:
         # the current batch finishes (published and marked, or rolled back), then the relay exits
