@@ -97,6 +97,7 @@ lint: $(STAMP)
 bench: $(POSTGRES_STAMP)
 	$(BIN)/python -m bench.server_overhead --json bench/results/server_overhead.json
 	$(BIN)/python -m bench.loader_throughput --json bench/results/loader_throughput.json
+	$(BIN)/python -m bench.loader_ceiling --json bench/results/loader_ceiling.json
 	$(BIN)/python -m bench.loader_latency --json bench/results/loader_latency.json
 	$(BIN)/python -m bench.warehouse_build --json bench/results/warehouse_build.json
 	$(BIN)/python -m bench.orchestration --json bench/results/orchestration.json

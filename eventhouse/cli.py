@@ -313,9 +313,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """The command line without `option VALUE` / `option=VALUE`."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
+
+
+def _load_with_workers(args: argparse.Namespace) -> int:
+    """`eventhouse load --workers N`: N loader processes in one consumer group, each loading the
+    partitions the group assigns it (one process is bound to one core: kafka-python's decoding and
+    our validation are CPU work). SIGTERM/SIGINT reach every worker; the summaries are summed."""
+    import signal
+
+    argv = _without_option(_without_option(sys.argv[1:], "--workers"), "--metrics-port")
+    workers = []
+    for index in range(args.workers):
+        worker_argv = list(argv)
+        if args.metrics_port is not None:  # each worker on a port of its own: PORT, PORT+1, ... (0: any)
+            worker_argv += ["--metrics-port", str(args.metrics_port + index if args.metrics_port else 0)]
+        workers.append(
+            subprocess.Popen([sys.executable, "-m", "eventhouse.cli", *worker_argv], stdout=subprocess.PIPE, text=True)
+        )
+
+    def forward(signum: int, _frame: Any) -> None:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, forward)
+    outputs = [worker.communicate()[0] for worker in workers]
+    summaries = []
+    for index, (worker, output) in enumerate(zip(workers, outputs, strict=True)):
+        start = output.rfind("\n{") + 1
+        if worker.returncode != 0 or not output[start:].startswith("{"):
+            print(f"error: loader worker {index + 1}/{args.workers} exited with {worker.returncode}", file=sys.stderr)
+            return worker.returncode or 1
+        summaries.append(json.loads(output[start:]))
+    total = {
+        key: sum(summary[key] for summary in summaries)
+        for key in ("rows_loaded", "dead_letters", "duplicates_collapsed", "messages", "batches")
+    }
+    elapsed = max(summary["elapsed_s"] for summary in summaries)
+    total["rows_per_s"] = round(total["messages"] / max(elapsed, 1e-9), 1)
+    print(json.dumps({"workers": args.workers, **total, "elapsed_s": elapsed, "per_worker": summaries}, indent=2))
+    return 0
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from ingestion.loader import Loader, LoaderConfig
 
+    if args.workers > 1 and not args.create_tables_only:
+        return _load_with_workers(args)
     settings = load_settings()
     if args.raw_database is None:
         args.raw_database = settings.clickhouse.raw_database
@@ -619,6 +676,13 @@ def build_parser() -> argparse.ArgumentParser:
     load = sub.add_parser("load", help="load events from Kafka into ClickHouse raw tables")
     load.add_argument("--domains", nargs="+", default=list(DOMAINS), choices=DOMAINS)
     load.add_argument("--group-id", default=DEFAULT_LOADER_GROUP_ID)
+    load.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="loader processes in the one consumer group, splitting its partitions (the way past one core); "
+        "with --metrics-port P, worker i serves on P+i",
+    )
     load.add_argument("--raw-database", default=None, help=f"default {DEFAULT_RAW_DATABASE} (EVENTHOUSE_RAW_DATABASE)")
     load.add_argument(
         "--batch-rows", type=_positive_int, default=DEFAULT_BATCH_ROWS, help="flush after this many messages"

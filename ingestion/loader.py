@@ -241,7 +241,8 @@ class Loader:
                 self._consumer.seek_to_beginning(tp)  # nothing committed or loaded: auto_offset_reset=earliest
             state.next_offset = point.seek_to
             state.forced_end = point.redo_until
-        log.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+        # the loader's id tells the workers of `eventhouse load --workers N` apart in one log
+        log.info("assigned %s to %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in assigned), self.loader_id)
 
     def on_revoked(self, revoked: list[Any]) -> None:
         # Loaded ranges are recorded in ClickHouse; the Kafka commit is left to the next owner's

@@ -281,32 +281,34 @@ def test_clickhouse_outage_under_load_loses_nothing(own_stack, tmp_path):
 
 
 def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack, tmp_path):
+    """`eventhouse load --workers 2`: two loader processes in one group, each with its share."""
     database, group = "raw_pair", "g-pair"
-    logs = [tmp_path / f"loader-{n}.log" for n in (1, 2)]
-    # Both run until the batch log has every event done, then stop cleanly; --max-seconds only
-    # bounds a run that would hang.
-    loaders = [
-        _loader(own_stack, "--batch-rows", "1000", "--max-seconds", "120", database=database, group=group, output=log)
-        for log in logs
-    ]
+    log = tmp_path / "loader.log"
+    # The workers run until the batch log has every event done, then stop cleanly; --max-seconds
+    # only bounds a run that would hang.
+    loader = _loader(
+        own_stack, "--workers", "2", "--batch-rows", "1000", "--max-seconds", "120", database=database, group=group,
+        output=log,
+    )
+
+    def joined() -> set[str]:
+        return set(re.findall(r"ingestion\.loader: assigned .* to (\S+)$", log.read_text(), re.MULTILINE))
+
     try:
-        # The events come once both loaders own partitions (each logs "assigned ..."): neither
-        # can load them all before the other has joined, however the two starts are timed.
-        wait_until(
-            lambda: all("ingestion.loader: assigned " in log.read_text() for log in logs), "both loaders to join"
-        )
+        # The events come once both workers own partitions (each logs "assigned ... to <its id>"):
+        # neither can load them all before the other has joined, however the two starts are timed.
+        wait_until(lambda: len(joined()) == 2, "both workers to join")
         _produce(own_stack, _events(30_000, run="p"))
         wait_until(lambda: _done(own_stack, database)[1] == 30_000, "every event logged done")
     finally:
-        for process in loaders:
-            process.send_signal(signal.SIGTERM)
-        for process in loaders:
-            process.wait(timeout=60)
-    outputs = [log.read_text() for log in logs]
-    assert all(p.returncode == 0 for p in loaders), [o[-2000:] for o in outputs]
-    summaries = [_summary(o) for o in outputs]
-    assert all(s["rows_loaded"] > 0 for s in summaries), "both loaders should own partitions"
-    assert sum(s["rows_loaded"] for s in summaries) == 30_000
+        loader.send_signal(signal.SIGTERM)  # forwarded to both workers
+        loader.wait(timeout=60)
+    output = log.read_text()
+    assert loader.returncode == 0, output[-2000:]
+    summary = _summary(output)
+    assert summary["workers"] == 2 and len(summary["per_worker"]) == 2
+    assert all(s["rows_loaded"] > 0 for s in summary["per_worker"]), "both workers should own partitions"
+    assert summary["rows_loaded"] == sum(s["rows_loaded"] for s in summary["per_worker"]) == 30_000
     writers = own_stack.client().command(
         f"SELECT uniqExact(loader_id) FROM {database}.ingest_batches WHERE state = 'done'"
     )
