@@ -376,6 +376,13 @@ def cmd_load(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.raw_database is None:
         args.raw_database = settings.clickhouse.raw_database
+    if args.print_ddl:  # what --create-tables-only would run, for EVENTHOUSE_CLICKHOUSE_CLUSTER if set
+        from ingestion.raw_tables import create_statements
+        from settings import clickhouse_cluster
+
+        statements = create_statements(args.raw_database, args.ttl_days, clickhouse_cluster())
+        print(";\n\n".join(statement.strip() for statement in statements) + ";")
+        return 0
     if args.create_tables_only:
         import clickhouse_connect
 
@@ -709,6 +716,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--create-tables-only", action="store_true", help="create the raw tables (idempotent) and exit, reading nothing"
+    )
+    load.add_argument(
+        "--print-ddl",
+        action="store_true",
+        help="print the statements that create the raw tables (ON CLUSTER when EVENTHOUSE_CLICKHOUSE_CLUSTER is set) "
+        "and exit, connecting to nothing",
     )
     load.add_argument(
         "--ttl-days",

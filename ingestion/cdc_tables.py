@@ -20,7 +20,6 @@ they get no TTL: an unchanged user must not expire 400 days after it was copied.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ingestion.topics import TopicSpec
 from settings import cdc_topic_prefix
@@ -117,9 +116,3 @@ ENGINE = ReplacingMergeTree(lsn, is_deleted)
 ORDER BY ({order_by})
 SETTINGS non_replicated_deduplication_window = {DEDUP_WINDOW}
 """
-
-
-def ensure_cdc_tables(client: Any, database: str) -> None:
-    """Create the CDC tables that do not exist (idempotent)."""
-    for table in CDC_TABLES:
-        client.command(cdc_ddl(database, table))

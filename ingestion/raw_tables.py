@@ -29,9 +29,10 @@ from typing import Any
 import orjson
 
 from ingestion.batch_log import ingest_batches_ddl
+from ingestion.cluster_ddl import for_cluster
 from ingestion.contract import Envelope
 from ingestion.topics import DOMAINS
-from settings import raw_ttl_days
+from settings import clickhouse_cluster, raw_ttl_days
 
 log = logging.getLogger(__name__)
 
@@ -192,17 +193,21 @@ def current_ttl(engine_full: str) -> str | None:
     return match.group(1).strip() if match else None
 
 
-def ensure_ttl(client: Any, database: str, table: str, ttl_days: int | None) -> bool:
+def ttl_statement(database: str, table: str, ttl_days: int | None) -> str:
+    wanted = ttl_expression(ttl_days)
+    if wanted is None:
+        return f"ALTER TABLE `{database}`.`{table}` REMOVE TTL"
+    return f"ALTER TABLE `{database}`.`{table}` MODIFY TTL {wanted}"
+
+
+def ensure_ttl(client: Any, database: str, table: str, ttl_days: int | None, cluster: str | None = None) -> bool:
     """Give an existing table the TTL wanted (MODIFY or REMOVE TTL) when it differs; True if changed.
 
     Idempotent: a table that already has it is left alone (no mutation is started)."""
     wanted = ttl_expression(ttl_days)
     if current_ttl(_engine_full(client, database, table)) == wanted:
         return False
-    if wanted is None:
-        client.command(f"ALTER TABLE `{database}`.`{table}` REMOVE TTL")
-    else:
-        client.command(f"ALTER TABLE `{database}`.`{table}` MODIFY TTL {wanted}")
+    client.command(for_cluster(ttl_statement(database, table, ttl_days), cluster))
     log.info("%s.%s: TTL now %s", database, table, wanted or "none")
     return True
 
@@ -235,24 +240,41 @@ def _migrate_to_identity_key(client: Any, database: str, domain: str, ttl_days: 
     client.command(f"DROP TABLE `{database}`.`{staging}`")
 
 
-def ensure_tables(client: Any, database: str, ttl_days: int | None = None) -> None:
+def create_statements(database: str, ttl_days: int | None = None, cluster: str | None = None) -> list[str]:
+    """Every statement that creates the loader's database and tables (as `ensure_tables` runs them),
+    for `cluster` when given (ingestion/cluster_ddl.py)."""
+    from ingestion.cdc_tables import CDC_TABLES, cdc_ddl
+
+    statements = [f"CREATE DATABASE IF NOT EXISTS `{database}`"]
+    for domain in DOMAINS:
+        days = ttl_days if ttl_days is not None else raw_ttl_days(raw_table(domain))
+        statements.append(_raw_ddl(database, domain, days))
+    days = ttl_days if ttl_days is not None else raw_ttl_days("dead_letters")
+    statements.append(_dead_letters_ddl(database, days))
+    statements.append(f"ALTER TABLE `{database}`.`dead_letters` ADD COLUMN IF NOT EXISTS {_DEAD_LETTERS_LOADED_AT}")
+    statements.append(ingest_batches_ddl(database))
+    # CDC tables (ingestion/cdc_tables.py): state copied from PostgreSQL, without a TTL.
+    statements.extend(cdc_ddl(database, table) for table in CDC_TABLES)
+    return [for_cluster(statement, cluster) for statement in statements]
+
+
+def ensure_tables(client: Any, database: str, ttl_days: int | None = None, cluster: str | None = None) -> None:
     """Create the raw tables that do not exist and bring their TTL to the configured one.
 
     `ttl_days` (the loader's `--ttl-days`) overrides every raw table's TTL; without it each table's
-    comes from EVENTHOUSE_RAW_TTL_DAYS[_<TABLE>] (default 400 days from `loaded_at`)."""
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
-    for domain in DOMAINS:
-        table = raw_table(domain)
+    comes from EVENTHOUSE_RAW_TTL_DAYS[_<TABLE>] (default 400 days from `loaded_at`). On a cluster
+    (`cluster`, default EVENTHOUSE_CLICKHOUSE_CLUSTER) every statement runs ON CLUSTER with
+    Replicated* engines."""
+    cluster = cluster if cluster is not None else clickhouse_cluster()
+    statements = create_statements(database, ttl_days, cluster)
+    client.command(statements[0])  # the database
+    if not cluster:
+        # a one-time rebuild of raw tables made before the current sorting key, on one server only
+        for domain in DOMAINS:
+            days = ttl_days if ttl_days is not None else raw_ttl_days(raw_table(domain))
+            _migrate_to_identity_key(client, database, domain, days)
+    for statement in statements[1:]:
+        client.command(statement)
+    for table in [*(raw_table(domain) for domain in DOMAINS), "dead_letters"]:
         days = ttl_days if ttl_days is not None else raw_ttl_days(table)
-        _migrate_to_identity_key(client, database, domain, days)
-        client.command(_raw_ddl(database, domain, days))
-        ensure_ttl(client, database, table, days)
-    days = ttl_days if ttl_days is not None else raw_ttl_days("dead_letters")
-    client.command(_dead_letters_ddl(database, days))
-    client.command(f"ALTER TABLE `{database}`.`dead_letters` ADD COLUMN IF NOT EXISTS {_DEAD_LETTERS_LOADED_AT}")
-    ensure_ttl(client, database, "dead_letters", days)
-    client.command(ingest_batches_ddl(database))
-    # CDC tables (ingestion/cdc_tables.py): state copied from PostgreSQL, without a TTL.
-    from ingestion.cdc_tables import ensure_cdc_tables
-
-    ensure_cdc_tables(client, database)
+        ensure_ttl(client, database, table, days, cluster)

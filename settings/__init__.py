@@ -553,6 +553,12 @@ def archive_partitions_start(env: Mapping[str, str] | None = None) -> str:
     return raw
 
 
+def clickhouse_cluster(env: Mapping[str, str] | None = None) -> str | None:
+    """EVENTHOUSE_CLICKHOUSE_CLUSTER: the cluster the loader's DDL runs ON CLUSTER, with Replicated*
+    engines (ingestion/cluster_ddl.py); unset for one server (the embedded stack)."""
+    return ((os.environ if env is None else env).get("EVENTHOUSE_CLICKHOUSE_CLUSTER") or "").strip() or None
+
+
 def raw_ttl_days(table: str, env: Mapping[str, str] | None = None) -> int | None:
     """Days a raw table keeps a row after its `loaded_at`, None for no TTL.
 

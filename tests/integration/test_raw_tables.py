@@ -88,3 +88,30 @@ def test_a_table_of_the_old_layout_is_rebuilt_once_and_views_reading_it_keep_cou
     # A second call finds nothing to migrate.
     ensure_tables(client, database)
     assert client.command(f"SELECT count() FROM {old} FINAL") == 3
+
+
+def test_on_a_cluster_every_statement_parses_with_on_cluster_and_replicated_engines(client, database):
+    """EVENTHOUSE_CLICKHOUSE_CLUSTER: the embedded server cannot run a cluster, so each statement the
+    loader would run on a two-shard, two-replica cluster is parsed by the engine (formatQuery)."""
+    from ingestion.cluster_ddl import for_cluster
+    from ingestion.raw_tables import create_statements, ttl_statement
+
+    cluster = "two_shards_two_replicas"
+    statements = create_statements(database, 400, cluster)
+    statements += [for_cluster(ttl_statement(database, "raw_game_events", days), cluster) for days in (30, 0)]
+    # one per table, and the database, the dead letters' column and the TTL changes
+    creates = [s for s in statements if "CREATE TABLE" in s]
+    assert len(creates) == 4 + 1 + 1 + 3  # raw events, dead letters, batch log, CDC tables
+    for statement in statements:
+        formatted = client.command("SELECT formatQuery({q:String})", parameters={"q": statement})
+        assert f"ON CLUSTER {cluster}" in formatted, formatted
+        assert "non_replicated" not in formatted
+    for statement in creates:
+        formatted = client.command("SELECT formatQuery({q:String})", parameters={"q": statement})
+        assert "ENGINE = Replicated" in formatted and "MergeTree" in formatted, formatted
+    # without a cluster, the same statements as the loader runs on one server (which it just did)
+    ensure_tables(client, database, cluster="")
+    engines = client.query(
+        "SELECT name, engine FROM system.tables WHERE database = {db:String}", parameters={"db": database}
+    ).result_rows
+    assert len(engines) == len(creates) and all("Replicated" not in engine for _, engine in engines)
