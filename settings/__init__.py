@@ -458,6 +458,41 @@ class Settings:
     contract: ContractConfig = field(default_factory=contract_config)
 
 
+# what kafka-python speaks: a typo here would otherwise surface as a failed connection much later
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+_KAFKA_SASL_WITH_PASSWORD = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _kafka_security(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """EVENTHOUSE_KAFKA_SECURITY_PROTOCOL and _SASL_MECHANISM, checked together (ConfigError naming them)."""
+    protocol = env.get("EVENTHOUSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper() or "PLAINTEXT"
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"EVENTHOUSE_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
+    mechanism = (env.get("EVENTHOUSE_KAFKA_SASL_MECHANISM") or "").strip().upper() or None
+    if mechanism is not None and mechanism not in KAFKA_SASL_MECHANISMS:
+        raise ConfigError(
+            f"EVENTHOUSE_KAFKA_SASL_MECHANISM={mechanism!r} is not one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+        )
+    sasl = protocol.startswith("SASL_")
+    if sasl and mechanism is None:
+        raise ConfigError(f"EVENTHOUSE_KAFKA_SECURITY_PROTOCOL={protocol} needs EVENTHOUSE_KAFKA_SASL_MECHANISM")
+    if mechanism is not None and not sasl:
+        raise ConfigError(
+            f"EVENTHOUSE_KAFKA_SASL_MECHANISM={mechanism} needs EVENTHOUSE_KAFKA_SECURITY_PROTOCOL "
+            f"SASL_SSL or SASL_PLAINTEXT (it is {protocol})"
+        )
+    if mechanism in _KAFKA_SASL_WITH_PASSWORD and not (
+        env.get("EVENTHOUSE_KAFKA_SASL_USERNAME") and env.get("EVENTHOUSE_KAFKA_SASL_PASSWORD")
+    ):
+        raise ConfigError(
+            f"EVENTHOUSE_KAFKA_SASL_MECHANISM={mechanism} needs EVENTHOUSE_KAFKA_SASL_USERNAME and _PASSWORD"
+        )
+    return protocol, mechanism
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read every EVENTHOUSE_* variable, falling back to the embedded-stack defaults."""
     env = os.environ if env is None else env
@@ -476,10 +511,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         host, sep, port = server.strip().rpartition(":")
         if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
             raise ConfigError(f"EVENTHOUSE_KAFKA_BOOTSTRAP={bootstrap!r}: {server!r} is not host:port (port 1-65535)")
+    protocol, mechanism = _kafka_security(env)
     kafka = KafkaConfig(
         bootstrap=bootstrap,
-        security_protocol=env.get("EVENTHOUSE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-        sasl_mechanism=env.get("EVENTHOUSE_KAFKA_SASL_MECHANISM") or None,
+        security_protocol=protocol,
+        sasl_mechanism=mechanism,
         sasl_username=env.get("EVENTHOUSE_KAFKA_SASL_USERNAME") or None,
         sasl_password=env.get("EVENTHOUSE_KAFKA_SASL_PASSWORD") or None,
         ssl_cafile=env.get("EVENTHOUSE_KAFKA_SSL_CAFILE") or None,

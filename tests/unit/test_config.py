@@ -50,6 +50,24 @@ def test_a_real_cluster_is_configuration_only(tmp_path: Path):
         ({"EVENTHOUSE_KAFKA_BOOTSTRAP": "localhost"}, "'localhost' is not host:port"),
         ({"EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS": "soon"}, "SESSION_TIMEOUT_MS='soon' is not an integer"),
         ({"EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS": "0"}, "EVENTHOUSE_KAFKA_SESSION_TIMEOUT_MS=0 must be above 0"),
+        # Kafka security for a real cluster: a wrong or incomplete setting is named before any connection
+        ({"EVENTHOUSE_KAFKA_SECURITY_PROTOCOL": "TLS"}, "EVENTHOUSE_KAFKA_SECURITY_PROTOCOL='TLS' is not one of"),
+        (
+            {"EVENTHOUSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "EVENTHOUSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-1"},
+            "EVENTHOUSE_KAFKA_SASL_MECHANISM='SCRAM-SHA-1' is not one of PLAIN, SCRAM-SHA-256",
+        ),
+        (
+            {"EVENTHOUSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            "EVENTHOUSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs EVENTHOUSE_KAFKA_SASL_MECHANISM",
+        ),
+        (
+            {"EVENTHOUSE_KAFKA_SASL_MECHANISM": "PLAIN"},
+            "EVENTHOUSE_KAFKA_SASL_MECHANISM=PLAIN needs EVENTHOUSE_KAFKA_SECURITY_PROTOCOL SASL_SSL or SASL_PLAINTEXT",
+        ),
+        (
+            {"EVENTHOUSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "EVENTHOUSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256"},
+            "EVENTHOUSE_KAFKA_SASL_MECHANISM=SCRAM-SHA-256 needs EVENTHOUSE_KAFKA_SASL_USERNAME and _PASSWORD",
+        ),
     ],
 )
 def test_bad_values_are_named(env, message):
