@@ -240,6 +240,11 @@ def _migrate_to_identity_key(client: Any, database: str, domain: str, ttl_days: 
     client.command(f"DROP TABLE `{database}`.`{staging}`")
 
 
+def _ttl_days(table: str, override: int | None) -> int | None:
+    """The loader's --ttl-days when given, else the table's configured TTL."""
+    return override if override is not None else raw_ttl_days(table)
+
+
 def create_statements(database: str, ttl_days: int | None = None, cluster: str | None = None) -> list[str]:
     """Every statement that creates the loader's database and tables (as `ensure_tables` runs them),
     for `cluster` when given (ingestion/cluster_ddl.py)."""
@@ -247,9 +252,9 @@ def create_statements(database: str, ttl_days: int | None = None, cluster: str |
 
     statements = [f"CREATE DATABASE IF NOT EXISTS `{database}`"]
     for domain in DOMAINS:
-        days = ttl_days if ttl_days is not None else raw_ttl_days(raw_table(domain))
+        days = _ttl_days(raw_table(domain), ttl_days)
         statements.append(_raw_ddl(database, domain, days))
-    days = ttl_days if ttl_days is not None else raw_ttl_days("dead_letters")
+    days = _ttl_days("dead_letters", ttl_days)
     statements.append(_dead_letters_ddl(database, days))
     statements.append(f"ALTER TABLE `{database}`.`dead_letters` ADD COLUMN IF NOT EXISTS {_DEAD_LETTERS_LOADED_AT}")
     statements.append(ingest_batches_ddl(database))
@@ -271,10 +276,10 @@ def ensure_tables(client: Any, database: str, ttl_days: int | None = None, clust
     if not cluster:
         # a one-time rebuild of raw tables made before the current sorting key, on one server only
         for domain in DOMAINS:
-            days = ttl_days if ttl_days is not None else raw_ttl_days(raw_table(domain))
+            days = _ttl_days(raw_table(domain), ttl_days)
             _migrate_to_identity_key(client, database, domain, days)
     for statement in statements[1:]:
         client.command(statement)
     for table in [*(raw_table(domain) for domain in DOMAINS), "dead_letters"]:
-        days = ttl_days if ttl_days is not None else raw_ttl_days(table)
+        days = _ttl_days(table, ttl_days)
         ensure_ttl(client, database, table, days, cluster)

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import orjson
 
 from ingestion.contract import make_event
+from ingestion.retries import FIRST_RETRY_SLEEP
 from ingestion.topics import message_key, topic_for
 from oltp.migrations import OUTBOX_CHANNEL
 from oltp.relay_metrics import RelayMetrics
@@ -54,7 +55,6 @@ RELAY_SERVICE = "order-outbox-relay"
 # the batch is marked published: the one moment where a crash makes the next relay publish those rows
 # again (tests/integration/test_outbox.py).
 KILL_AFTER_ACK_ENV = "EVENTHOUSE_RELAY_TEST_KILL_AFTER_ACK"
-FIRST_RETRY_SLEEP = 0.2
 # `--once` gives up after this many failed publishes in a row (a service relay retries for ever)
 ONCE_MAX_CONSECUTIVE_FAILURES = 5
 # how often a waiting relay checks for a stop request

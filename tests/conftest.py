@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,12 @@ def wait_until(condition: Callable[[], T], what: str, timeout: float = 60.0, int
         if time.monotonic() >= deadline:
             raise AssertionError(f"waited {timeout:g} s for {what}")
         time.sleep(interval)
+
+
+def last_json(output: str) -> dict:
+    """The JSON summary an `eventhouse` command prints last (log lines may come before it)."""
+    start = 0 if output.startswith("{") else output.rindex("\n{") + 1
+    return json.loads(output[start:])
 
 
 @dataclass

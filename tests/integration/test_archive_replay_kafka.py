@@ -7,7 +7,6 @@ needs topics of its own, so a stack of its own.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ from ingestion.contract import make_event
 from ingestion.publisher import Publisher
 from ingestion.topics import topic_for
 from settings import load_settings
+from tests.conftest import last_json
 
 pytestmark = pytest.mark.integration
 
@@ -31,12 +31,6 @@ def _cli(env: dict[str, str], *args: str) -> str:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout
-
-
-def _summary(output: str) -> dict:
-    """The JSON summary a command prints last (log lines may come before it)."""
-    start = 0 if output.startswith("{") else output.rindex("\n{") + 1
-    return json.loads(output[start:])
 
 
 def _events() -> list[dict]:
@@ -84,14 +78,14 @@ def test_replay_to_kafka_publishes_each_archived_event_as_it_was_and_reloading_c
     publisher.close()
     topics = sorted({topic_for(e["event_type"]).name for e in events})
     group = ("--group-id", f"g-{uuid.uuid4().hex[:8]}", "--until-caught-up", "--max-seconds", "120")
-    assert _summary(_cli(env, "load", *group))["rows_loaded"] == len(events)
+    assert last_json(_cli(env, "load", *group))["rows_loaded"] == len(events)
     client = own_stack.client(database=env["EVENTHOUSE_RAW_DATABASE"])
     ingested = dict(client.query("SELECT event_id, ingested_at FROM raw_orders_events").result_rows)
     ingested |= dict(client.query("SELECT event_id, ingested_at FROM raw_economy_events").result_rows)
 
-    archived = _summary(_cli(env, "archive", "--all"))
+    archived = last_json(_cli(env, "archive", "--all"))
     assert sum(sum(hour["rows"].values()) for hour in archived["hours"]) == len(events)
-    replayed = _summary(_cli(env, "replay", "--from-archive", "--to", "kafka"))
+    replayed = last_json(_cli(env, "replay", "--from-archive", "--to", "kafka"))
     assert {t: v["rows"] for t, v in replayed["tables"].items()} == {"raw_economy_events": 20, "raw_orders_events": 20}
 
     on_topics = _messages(own_stack.kafka_bootstrap, topics)
@@ -114,7 +108,7 @@ def test_replay_to_kafka_publishes_each_archived_event_as_it_was_and_reloading_c
         }
 
     # a loader loads the replayed copies, which collapse with the events already loaded
-    assert _summary(_cli(env, "load", *group))["rows_loaded"] == len(events)
+    assert last_json(_cli(env, "load", *group))["rows_loaded"] == len(events)
     distinct = client.command(
         "SELECT count() FROM (SELECT event_id FROM raw_orders_events FINAL"
         " UNION ALL SELECT event_id FROM raw_economy_events FINAL)"

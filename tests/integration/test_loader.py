@@ -21,7 +21,7 @@ from ingestion.lag import group_lag
 from ingestion.publisher import Publisher
 from ingestion.topics import TOPICS, topic_for
 from settings import load_settings
-from tests.conftest import RunningStack, wait_until
+from tests.conftest import RunningStack, last_json, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -89,15 +89,11 @@ def _loader(stack: RunningStack, *args: str, database: str, group: str, output: 
             log_file.close()  # the process has its own copy
 
 
-def _summary(output: str) -> dict:
-    return orjson.loads(output[output.rindex("\n{") :])
-
-
 def _load_until_caught_up(stack: RunningStack, database: str, group: str, *extra: str) -> dict:
     process = _loader(stack, "--until-caught-up", "--max-seconds", "240", *extra, database=database, group=group)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 0, output[-4000:]
-    return _summary(output)
+    return last_json(output)
 
 
 def _metrics_port(process: subprocess.Popen) -> tuple[int, list[str]]:
@@ -195,7 +191,7 @@ def test_produce_load_exact_count_then_load_again_changes_nothing(own_stack):
     assert scraped["eventhouse_loader_insert_batch_rows_sum"][()] == 8000
     batches = scraped["eventhouse_loader_insert_batch_rows_count"][()]
     assert batches >= 1 and scraped["eventhouse_loader_insert_seconds_count"][()] == batches
-    summary = _summary(output)
+    summary = last_json(output)
     assert (summary["messages"], summary["rows_loaded"], summary["dead_letters"]) == (8000, 8000, 0)
     # _events cycles through four domains: 2000 events each, each once.
     counts = _counts(own_stack, database)
@@ -272,7 +268,7 @@ def test_clickhouse_outage_under_load_loses_nothing(own_stack, tmp_path):
         process.wait(timeout=60)
     output = log.read_text()
     assert process.returncode == 0, output[-3000:]
-    summary = _summary(output)
+    summary = last_json(output)
     assert summary["clickhouse_retries"] > 0 and summary["messages"] == 20_000
     counts = _counts(own_stack, database)
     assert sum(c for c, _ in counts.values()) == 20_000
@@ -305,7 +301,7 @@ def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack,
         loader.wait(timeout=60)
     output = log.read_text()
     assert loader.returncode == 0, output[-2000:]
-    summary = _summary(output)
+    summary = last_json(output)
     assert summary["workers"] == 2 and len(summary["per_worker"]) == 2
     assert all(s["rows_loaded"] > 0 for s in summary["per_worker"]), "both workers should own partitions"
     assert summary["rows_loaded"] == sum(s["rows_loaded"] for s in summary["per_worker"]) == 30_000
