@@ -1,4 +1,12 @@
-{{ config(order_by='(anomaly_type, session_id, window_start)') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        order_by='(anomaly_type, session_id, window_start)',
+        pre_hook="{{ delete_touched_rows('session_id', touched_clickstream_sessions()) }}",
+        post_hook="{{ record_loaded_through([ref('stg_clickstream__clicks')]) }}"
+    )
+}}
 
 -- One row per flagged (session_id, anomaly_type, window_start) of clickstream clicks (source
 -- session ids; bots are kept). The rules and their windows (HIGH_FREQUENCY tumbling,
@@ -6,10 +14,18 @@
 -- macros/anomaly_rules.sql, which the live detection (live_clickstream_anomalies) shares.
 -- Windows overlap for BOT_LIKE, so one burst can flag consecutive windows.
 -- `detected_at` is when this build ran.
+--
+-- Incremental: a session's windows depend on its clicks only, so a run recomputes the sessions
+-- with clicks loaded since the last run (the incremental manifest) and those with a quarantined
+-- click (a click can leave staging later); the pre-hook deletes their rows first, so a window
+-- that is no longer flagged goes too.
 
 with clicks as (
 
     select * from {{ ref('stg_clickstream__clicks') }}
+    {%- if is_incremental() %}
+    where session_id in ({{ touched_clickstream_sessions() }})
+    {%- endif %}
 
 ),
 
@@ -47,3 +63,4 @@ final as (
 )
 
 select * from final
+

@@ -1,18 +1,35 @@
-{{ config(order_by='item_id') }}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        order_by='item_id',
+        pre_hook="{{ delete_touched_rows('item_id', touched_items()) }}",
+        post_hook="{{ record_loaded_through([ref('stg_clickstream__clicks'), ref('stg_clickstream__purchases')]) }}"
+    )
+}}
 
 -- Clickstream items: one row per item ever clicked or bought. `category` is the category of
 -- the item's latest click (YOOCHOOSE marks special offers as 'S' and brands by large numbers;
 -- an item can move between them); bought-but-never-clicked items have an empty category.
+-- Incremental: a run recomputes the items with clicks or buys loaded since the last run (the
+-- incremental manifest) or a quarantined clickstream event, from all their events; the pre-hook
+-- deletes their rows first (an upsert by item).
 
 with clicks as (
 
     select * from {{ ref('stg_clickstream__clicks') }}
+    {%- if is_incremental() %}
+    where item_id in ({{ touched_items() }})
+    {%- endif %}
 
 ),
 
 purchases as (
 
     select * from {{ ref('stg_clickstream__purchases') }}
+    {%- if is_incremental() %}
+    where item_id in ({{ touched_items() }})
+    {%- endif %}
 
 ),
 

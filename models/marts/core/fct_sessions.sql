@@ -20,7 +20,8 @@
 -- delete+insert then replaces the entity's sessions, so a late event that bridges two
 -- sessions merges them and no orphan remains. The result equals a full refresh.
 --
--- is_bot: an event of the session carried a bot signal (int_session_events_unioned), a bot
+-- is_bot: an event of the session carried a bot signal (int_session_events_unioned, or a
+-- high-frequency click: events_with_gaps), a bot
 -- anomaly's window of the clickstream session overlaps it, or a bot anomaly flagged the game
 -- session's player (types in var bot_anomaly_types, as dim_users.is_bot). It is set when the
 -- session is (re)computed: a player flagged later by a burst in a newer session keeps is_bot
@@ -75,8 +76,8 @@ bot_players as (
             events.session_entity_key,
             min(events.ts) as earliest_new_event_at
         from events
-        cross join last_run
-        where events.loaded_at > last_run.new_after
+        -- (a scalar subquery, not a join: the condition then reaches down to the base tables)
+        where events.loaded_at > (select last_run.new_after from last_run)
         group by events.domain, events.session_entity_key
 
     ),
@@ -139,7 +140,12 @@ bot_players as (
             on
                 events.domain = recompute_boundaries.domain
                 and events.session_entity_key = recompute_boundaries.session_entity_key
-        where events.ts >= recompute_boundaries.recompute_from
+        where
+            (events.domain, events.session_entity_key) in (
+                select recompute_boundaries.domain, recompute_boundaries.session_entity_key
+                from recompute_boundaries
+            )
+            and events.ts >= recompute_boundaries.recompute_from
 
     ),
 
@@ -153,10 +159,23 @@ bot_players as (
 
 {% endif %}
 
+-- The high-frequency click signal: a click among at least `high_frequency_min_clicks` clicks of
+-- its session in one epoch-aligned `high_frequency_window_seconds` window. Such a window lies
+-- inside one session (sessions are apart by more than the inactivity gap), so counting over the
+-- events recomputed gives the same count as over all events.
 events_with_gaps as (
 
     select
         *,
+        toUInt8(
+            is_click = 1
+            and countIf(is_click = 1) over (
+                partition by
+                    domain,
+                    session_entity_key,
+                    intDiv(toUnixTimestamp(ts), {{ var('high_frequency_window_seconds') }})
+            ) >= {{ var('high_frequency_min_clicks') }}
+        ) as is_high_frequency_click,
         lagInFrame(toNullable(ts)) over (
             partition by domain, session_entity_key
             order by ts asc, event_id asc
@@ -202,49 +221,55 @@ recomputed_sessions as (
         sum(revenue) as revenue,
         sum(is_stage_clear) as stage_clear_count,
         sum(is_stage_fail) as stage_fail_count,
-        toBool(max(is_bot_signal)) as is_bot,
+        toBool(max(is_bot_signal) or max(is_high_frequency_click)) as is_bot,
         max(loaded_at) as max_loaded_at
     from events_numbered
     group by domain, session_entity_key, session_number
 
 ),
 
-sessions_in_bot_windows as (
+-- per clickstream session id, its flagged bot windows (a handful of sessions)
+bot_windows_by_session as (
 
-    select recomputed_sessions.session_id
-    from recomputed_sessions
-    inner join bot_click_windows
-        on recomputed_sessions.session_entity_key = bot_click_windows.session_entity_key
-    where
-        recomputed_sessions.domain = 'clickstream'
-        and bot_click_windows.window_start <= recomputed_sessions.session_end_at
-        and recomputed_sessions.session_start_at < bot_click_windows.window_end
+    select
+        session_entity_key,
+        groupArray((window_start, window_end)) as windows
+    from bot_click_windows
+    group by session_entity_key
 
 ),
 
 recomputed_sessions_flagged as (
 
     select
-        session_id,
-        domain,
-        session_entity_key,
-        session_start_at,
-        session_end_at,
-        session_date,
-        duration_seconds,
-        event_count,
-        click_count,
-        purchase_count,
-        revenue,
-        stage_clear_count,
-        stage_fail_count,
+        recomputed_sessions.session_id,
+        recomputed_sessions.domain,
+        recomputed_sessions.session_entity_key,
+        recomputed_sessions.session_start_at,
+        recomputed_sessions.session_end_at,
+        recomputed_sessions.session_date,
+        recomputed_sessions.duration_seconds,
+        recomputed_sessions.event_count,
+        recomputed_sessions.click_count,
+        recomputed_sessions.purchase_count,
+        recomputed_sessions.revenue,
+        recomputed_sessions.stage_clear_count,
+        recomputed_sessions.stage_fail_count,
+        -- (a bot window overlaps the session: window [start, end) against [first, last] event)
         toBool(
-            is_bot
-            or session_id in (select sessions_in_bot_windows.session_id from sessions_in_bot_windows)
-            or domain = 'game' and session_entity_key in (select bot_players.user_id from bot_players)
+            recomputed_sessions.is_bot
+            or recomputed_sessions.domain = 'clickstream' and arrayExists(
+                bot_window -> bot_window.1 <= recomputed_sessions.session_end_at
+                and recomputed_sessions.session_start_at < bot_window.2,
+                bot_windows_by_session.windows
+            )
+            or recomputed_sessions.domain = 'game'
+            and recomputed_sessions.session_entity_key in (select bot_players.user_id from bot_players)
         ) as is_bot,
-        max_loaded_at
+        recomputed_sessions.max_loaded_at
     from recomputed_sessions
+    left join bot_windows_by_session
+        on recomputed_sessions.session_entity_key = bot_windows_by_session.session_entity_key
 
 ),
 

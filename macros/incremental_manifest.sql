@@ -1,0 +1,109 @@
+{#- The incremental manifest (as Snowplow's packages keep one): per incremental model, the newest
+    loaded_at of its input that its last successful run took in. A run of the model then reads
+    the events loaded after it (less var `incremental_lookback_minutes`, for inserts that became
+    visible after the last run read the table) and recomputes what they touch: the sessions,
+    players, items or days named in the model. Models that carry their own high-water mark in a
+    column (fct_events, fct_sessions, the base models) do not need it.
+
+    Use in a model:
+        config(materialized='incremental', ..., post_hook=record_loaded_through(ref('<input>')))
+        ... where loaded_at > {{ loaded_after() }}
+    The post-hook records max(loaded_at) of the input after a successful build: the input's
+    tables do not change during a run (the base models are built at its start), so that is what
+    the build read. A model without a manifest row (new, or its row lost) reads every event. -#}
+
+{% macro incremental_manifest_relation() -%}
+    {{ target.schema }}.eventhouse_incremental_manifest
+{%- endmacro %}
+
+{#- on-run-start: the manifest table, once. -#}
+{% macro create_incremental_manifest() -%}
+    create table if not exists {{ incremental_manifest_relation() }} (
+        model String,
+        loaded_through DateTime64(3, 'UTC'),
+        recorded_at DateTime64(3, 'UTC') default now64(3)
+    )
+    engine = ReplacingMergeTree(recorded_at)
+    order by model
+{%- endmacro %}
+
+{#- A scalar SQL expression: the loaded_at after which this model's incremental run reads events. -#}
+{% macro loaded_after(model_name=none) -%}
+    {%- set name = model_name or this.identifier -%}
+    (
+        select
+            if(count() = 0, toDateTime64(0, 3, 'UTC'), argMax(manifest.loaded_through, manifest.recorded_at))
+            - toIntervalMinute({{ var('incremental_lookback_minutes') }})
+        from {{ incremental_manifest_relation() }} as manifest
+        where manifest.model = '{{ name }}'
+    )
+{%- endmacro %}
+
+{#- Post-hook: record the newest loaded_at of `inputs` (relations with a loaded_at column) as read
+    by this build. -#}
+{% macro record_loaded_through(inputs) -%}
+    insert into {{ incremental_manifest_relation() }} (model, loaded_through)
+    select '{{ this.identifier }}', max(loaded_through)
+    from (
+        {%- for input in inputs %}
+        select max(loaded_at) as loaded_through from {{ input }}
+        {%- if not loop.last %}
+        union all
+        {%- endif %}
+        {%- endfor %}
+    )
+{%- endmacro %}
+
+{#- Pre-hook of a model that recomputes whole entities (append after it): on an incremental run,
+    deletes the rows whose `column` is among `touched` (a select of one column), so an entity's
+    rows that its recomputation no longer gives go too. -#}
+{% macro delete_touched_rows(column, touched) -%}
+    {%- if execute and is_incremental() -%}
+        {#- (a lightweight delete rewrites the table's row masks even when it matches nothing) -#}
+        {%- set held = run_query(
+            'select count() from ' ~ this ~ ' where ' ~ column ~ ' in (' ~ touched ~ ')') -%}
+        {%- if held.columns[0].values()[0] > 0 -%}
+            delete from {{ this }} where {{ column }} in ({{ touched }})
+        {%- endif -%}
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The clickstream sessions an incremental run of clickstream_anomalies recomputes: those with
+    clicks loaded since its last run, and those with a quarantined event (a click can leave
+    staging later, when an event that clashes with it arrives). -#}
+{% macro touched_clickstream_sessions() -%}
+    select touched_clicks.session_id
+    from {{ ref('stg_clickstream__clicks') }} as touched_clicks
+    where touched_clicks.loaded_at > {{ loaded_after() }}
+    union distinct
+    select assumeNotNull(quarantined.session_id)
+    from {{ ref('stg_clickstream__quarantined_events') }} as quarantined
+    where quarantined.session_id is not null
+{%- endmacro %}
+
+{#- The players an incremental run of game_anomalies recomputes: those with game events loaded
+    since its last run, and those with a quarantined game event. -#}
+{% macro touched_players() -%}
+    select touched_events.user_id
+    from {{ ref('stg_game__events') }} as touched_events
+    where touched_events.loaded_at > {{ loaded_after() }}
+    union distinct
+    select assumeNotNull(quarantined.user_id)
+    from {{ ref('stg_game__quarantined_events') }} as quarantined
+    where quarantined.user_id is not null
+{%- endmacro %}
+
+{#- The items an incremental run of dim_items recomputes: those with clicks or buys loaded since
+    its last run, and those of a quarantined clickstream event. -#}
+{% macro touched_items() -%}
+    select touched_clicks.item_id
+    from {{ ref('stg_clickstream__clicks') }} as touched_clicks
+    where touched_clicks.loaded_at > {{ loaded_after() }}
+    union distinct
+    select touched_purchases.item_id
+    from {{ ref('stg_clickstream__purchases') }} as touched_purchases
+    where touched_purchases.loaded_at > {{ loaded_after() }}
+    union distinct
+    select JSONExtract(quarantined.payload, 'item_id', 'UInt64')
+    from {{ ref('stg_clickstream__quarantined_events') }} as quarantined
+{%- endmacro %}
