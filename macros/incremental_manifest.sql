@@ -107,3 +107,45 @@
     select JSONExtract(quarantined.payload, 'item_id', 'UInt64')
     from {{ ref('stg_clickstream__quarantined_events') }} as quarantined
 {%- endmacro %}
+
+{#- Tests that would scan all of a large incremental table check the rows of the run instead.
+    The table's pre-hook `record_run_start()` records where its run starts reading (its newest
+    loaded_at less the lookback; 1970 on a first build or --full-refresh, so those check every
+    row), and `rows_of_this_run(relation)` renders the condition for its rows loaded since: the
+    rows this run wrote or rewrote. A generic test takes it through the `where` config
+    placeholder `__rows_of_this_run__` (macro get_where_subquery below) or calls it itself. -#}
+{% macro record_run_start() -%}
+    insert into {{ incremental_manifest_relation() }} (model, loaded_through)
+    {%- if is_incremental() %}
+    select
+        '{{ this.identifier }}__run_start',
+        if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built.loaded_at))
+        - toIntervalMinute({{ var('incremental_lookback_minutes') }})
+    from {{ this }} as built
+    {%- else %}
+    select '{{ this.identifier }}__run_start', toDateTime64(0, 3, 'UTC')
+    {%- endif %}
+{%- endmacro %}
+
+{% macro rows_of_this_run(relation) -%}
+    loaded_at > (
+        select if(count() = 0, toDateTime64(0, 3, 'UTC'), argMax(run_start.loaded_through, run_start.recorded_at))
+        from {{ incremental_manifest_relation() }} as run_start
+        where run_start.model = '{{ relation.identifier }}__run_start'
+    )
+{%- endmacro %}
+
+{#- dbt's get_where_subquery (the `where` config of a generic test), with the placeholder
+    `__rows_of_this_run__` replaced by rows_of_this_run() of the tested relation. -#}
+{% macro clickhouse__get_where_subquery(relation) -%}
+    {%- set where = config.get('where', '') -%}
+    {%- if where -%}
+        {%- set where = where | replace('__rows_of_this_run__', rows_of_this_run(relation)) -%}
+        {%- set filtered -%}
+            (select * from {{ relation }} where {{ where }}) dbt_subquery
+        {%- endset -%}
+        {%- do return(filtered) -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}

@@ -9,6 +9,15 @@
     other day's partition is left as it is. Without the vars, and on a first build or a
     --full-refresh (the vars are then ignored), every day is computed. -#}
 
+{#- Without the vars, an incremental run recomputes only the days new events touched (the days of
+    fct_events rows loaded since the mart's last run, from the incremental manifest, plus the
+    `trailing_days` after each for marts whose day rows count a trailing window of input):
+    its cost follows the new data. A mart opts out with daily_partitioned_config(...,
+    touched_days=false) (the commerce marts, keyed by the order's day, which a later event of an
+    old order changes) and then recomputes every day. A day's rows are what its inputs were when
+    it was last computed: a session or player flagged as a bot later leaves the days computed
+    before unchanged until those days are recomputed (a partition run, or --full-refresh). -#}
+
 {#- The partition days as (start, end) strings ('' = unbounded), checked; ('', '') = every day. -#}
 {% macro partition_day_range() -%}
     {%- set bounds = [] -%}
@@ -45,9 +54,36 @@
 {% macro partition_day_filter(column, lookback_days=0) -%}
     {%- if partition_days_limited() -%}
         {{ partition_day_condition(column, lookback_days) }}
+    {%- elif partition_days_touched() -%}
+        {{ column }} in ({{ touched_days(lookback_days) }})
     {%- else -%}
         1 = 1
     {%- endif -%}
+{%- endmacro %}
+
+{#- True when this run recomputes the days new events touched: an incremental run of an existing
+    table without the partition vars, in a mart that did not opt out. -#}
+{% macro partition_days_touched() -%}
+    {%- set start_date, end_date = partition_day_range() -%}
+    {%- set meta = config.get('meta') or {} -%}
+    {{ return(is_incremental() and start_date == '' and end_date == '' and meta.get('touched_days', false)) }}
+{%- endmacro %}
+
+{#- The days (Date) an incremental run recomputes in touched-days mode: every day of an fct_events
+    row loaded since the mart's last run and the mart's `trailing_days` after it, each with the
+    `lookback_days` before it (for the input of a trailing window). -#}
+{% macro touched_days(lookback_days=0) -%}
+    {%- set meta = config.get('meta') or {} -%}
+    {%- set trailing_days = meta.get('trailing_days', 0) | int -%}
+    select distinct arrayJoin(arrayMap(
+        day_offset -> addDays(touched.event_date, day_offset),
+        range(toInt32({{ -(lookback_days | int) }}), toInt32({{ trailing_days + 1 }}))
+    ))
+    from (
+        select distinct new_events.event_date
+        from {{ ref('fct_events') }} as new_events
+        where new_events.loaded_at > {{ loaded_after() }}
+    ) as touched
 {%- endmacro %}
 
 {#- The condition of partition_day_filter whatever the run: for tests that compare a
@@ -76,7 +112,8 @@
 {#- The config of a daily-partitioned mart, in one place: incremental insert_overwrite of the day
     partitions of `day_column`, tagged daily_partitioned (Dagster's day-partitioned assets).
     Use: {{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }} -#}
-{% macro daily_partitioned_config(day_column, order_by) -%}
+{% macro daily_partitioned_config(day_column, order_by, touched_days=true, trailing_days=0) -%}
+    {#- (touched days: the post-hook records how far fct_events was read, the incremental manifest) -#}
     {{ return({
         'materialized': 'incremental',
         'incremental_strategy': 'insert_overwrite',
@@ -84,6 +121,8 @@
         'order_by': order_by,
         'query_settings': daily_partition_query_settings(),
         'tags': ['daily_partitioned'],
+        'meta': {'touched_days': touched_days, 'trailing_days': trailing_days},
+        'post_hook': "{{ record_loaded_through([ref('fct_events')]) }}" if touched_days else [],
     }) }}
 {%- endmacro %}
 

@@ -223,7 +223,7 @@
     other domains (base_raw__cross_domain_conflicts).
 
     A first build (or --full-refresh) reads the raw table with FINAL. An incremental run reads only
-    the deliveries loaded since the newest row it holds (less `base_events_lookback_minutes`, for
+    the deliveries loaded since the newest row it holds (less `incremental_lookback_minutes`, for
     inserts that became visible after the last run read the table), collapses them with the rows
     it already holds for the same ids (instead of FINAL over all history), and also re-judges the
     rows it holds whose ids now clash with another domain (an event that arrived since in another
@@ -246,7 +246,7 @@ new_deliveries as (
     where loaded_at > (
             select
                 if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
-                - toIntervalMinute({{ var('base_events_lookback_minutes') }})
+                - toIntervalMinute({{ var('incremental_lookback_minutes') }})
             from {{ this }} as built_events
         )
 

@@ -214,13 +214,16 @@ def test_a_partition_run_recomputes_exactly_its_days(embedded_stack, module_dbt_
     _ok(["run", "--full-refresh", *selection], env, target)
     for table, column in _marts().items():
         days = client.command(f"SELECT uniqExact({column}) FROM `{table}`")
-        assert days == DAYS, table
+        # (trending items need trending_min_recent_clicks clicks of an item in the recent window:
+        # the first as_of days of this data have none, so that mart starts later)
+        expected_days = DAYS - 2 if table == "clickstream_trending_items" else DAYS
+        assert days == expected_days, table
         assert (
             client.command(
                 f"SELECT uniqExact(partition_id) FROM system.parts WHERE database = '{database}' AND table = '{table}'"
                 " AND active"
             )
-            == DAYS
+            == expected_days
         ), table
     before = {
         table: {day: _rows(client, table, column, day) for day in (DAY1, DAY2)} for table, column in _marts().items()

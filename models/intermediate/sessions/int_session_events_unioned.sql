@@ -7,7 +7,7 @@
 --
 -- A table sorted by entity, so fct_sessions reads an entity's events through the primary key.
 -- Incremental like fct_events: events loaded since the newest row it holds (less
--- sessionization_lookback_minutes) replace their rows by event_id; the pre-hook deletes the
+-- incremental_lookback_minutes) replace their rows by event_id; the pre-hook deletes the
 -- events quarantined since.
 
 {{
@@ -34,7 +34,7 @@ with events as (
         and loaded_at > (
             select
                 if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
-                - toIntervalMinute({{ var('sessionization_lookback_minutes') }})
+                - toIntervalMinute({{ var('incremental_lookback_minutes') }})
             from {{ this }} as built_events
         )
         {%- endif %}

@@ -1,5 +1,7 @@
 {{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }}
 
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
+
 -- Daily clickstream KPIs. A day is the UTC date of each event's own timestamp; a session that
 -- spans midnight counts on both days with that day's events only. Daily partitions: a run with
 -- partition_start_date/partition_end_date reads and replaces only those days

@@ -1,4 +1,6 @@
-{{ config(order_by='(metric_date, category)') }}
+{{ config(**daily_partitioned_config('metric_date', order_by='(metric_date, category)')) }}
+
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
 
 -- The top `popular_categories_top_n` (20) categories per day by clicks (then category name).
 -- Buys carry no category in the YOOCHOOSE layout: a buy counts for its item's category in
@@ -7,12 +9,14 @@
 with clicks as (
 
     select * from {{ ref('clickstream_kpi_clicks') }}
+    where {{ partition_day_filter('click_date') }}
 
 ),
 
 purchases as (
 
     select * from {{ ref('clickstream_kpi_purchases') }}
+    where {{ partition_day_filter('purchase_date') }}
 
 ),
 

@@ -1,18 +1,23 @@
-{{ config(order_by='(metric_date, item_id)') }}
+{{ config(**daily_partitioned_config('metric_date', order_by='(metric_date, item_id)')) }}
+
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
 
 -- Items per day that rank in the top `popular_items_top_n` (100) by clicks (click_count desc,
 -- then item_id) or by revenue (revenue desc, click_count desc, item_id). category is the
--- category of the item's latest click that day ('' when it was only bought).
+-- category of the item's latest click that day ('' when it was only bought). Daily partitions
+-- (macros/partition_days.sql): a run recomputes the days new events touched.
 
 with clicks as (
 
     select * from {{ ref('clickstream_kpi_clicks') }}
+    where {{ partition_day_filter('click_date') }}
 
 ),
 
 purchases as (
 
     select * from {{ ref('clickstream_kpi_purchases') }}
+    where {{ partition_day_filter('purchase_date') }}
 
 ),
 

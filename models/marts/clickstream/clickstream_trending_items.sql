@@ -1,21 +1,27 @@
-{{ config(order_by='(as_of_date, trend_rank)') }}
+{{ config(**daily_partitioned_config('as_of_date', order_by='(as_of_date, trend_rank)', trailing_days=5)) }}
+
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
 
 -- Items trending as of each day: clicks in the last 3 days (as_of_date and the 2 before)
 -- against the 3 days before those. trend_score = (recent - previous) / greatest(previous, 1),
 -- so an item new this window scores its recent clicks. Items need at least
 -- `trending_min_recent_clicks` recent clicks; the top `trending_items_top_n` per day are kept.
 -- recent_purchases counts the item's buys in the recent window; category is that of its latest
--- recent click.
+-- recent click. Daily partitions (macros/partition_days.sql): a run recomputes the as_of days
+-- whose 6-day window new events touched.
 
 with clicks as (
 
     select * from {{ ref('clickstream_kpi_clicks') }}
+    -- the as_of days computed and the 5 days before them (their windows)
+    where {{ partition_day_filter('click_date', lookback_days=5) }}
 
 ),
 
 purchases as (
 
     select * from {{ ref('clickstream_kpi_purchases') }}
+    where {{ partition_day_filter('purchase_date', lookback_days=5) }}
 
 ),
 
@@ -47,7 +53,8 @@ item_days as (
 
 last_day as (
 
-    select max(click_date) as max_click_date from clicks
+    -- (over every day: the days computed may not include the last)
+    select max(all_clicks.click_date) as max_click_date from {{ ref('clickstream_kpi_clicks') }} as all_clicks
 
 ),
 
@@ -127,7 +134,9 @@ ranked as (
 final as (
 
     select * from ranked
-    where trend_rank <= {{ var('trending_items_top_n') }}
+    where
+        trend_rank <= {{ var('trending_items_top_n') }}
+        and {{ partition_day_filter('as_of_date') }}
 
 )
 

@@ -1,4 +1,4 @@
-{{ config(**daily_partitioned_config('order_date', order_by='order_date')) }}
+{{ config(**daily_partitioned_config('order_date', order_by='order_date', touched_days=false)) }}
 
 -- One row per order date (UTC date of created_at) with at least one order that is not
 -- soft-deleted. Revenue and the average order value count revenue-carrying orders only.

@@ -1,4 +1,4 @@
-{{ config(**daily_partitioned_config('order_date', order_by='order_hour')) }}
+{{ config(**daily_partitioned_config('order_date', order_by='order_hour', touched_days=false)) }}
 
 -- One row per hour (UTC, start of the hour of created_at) with at least one order that is not
 -- soft-deleted; the measures of commerce_daily_sales.

@@ -5,7 +5,7 @@
         unique_key='event_id',
         partition_by='toYYYYMM(event_date)',
         order_by='(domain, event_date, event_type, event_id)',
-        pre_hook="{{ delete_quarantined_events() }}"
+        pre_hook=["{{ delete_quarantined_events() }}", "{{ record_run_start() }}"]
     )
 }}
 
@@ -16,10 +16,11 @@
 
 -- One row per distinct event of every domain, with conformed keys. `latency_ms` is how long the
 -- pipeline took to receive the event after the client stamped it (server/ingest time minus ts).
--- Incremental: events loaded since the last run (less `fct_events_lookback_minutes`) replace
+-- Incremental: events loaded since the last run (less `incremental_lookback_minutes`) replace
 -- their rows by event_id, so a re-delivered event's latest version wins as in a full refresh.
 -- Quarantined events are not in staging; the pre-hook deletes those an earlier run stored (the
--- quarantine models above are built first, hence the depends_on).
+-- quarantine models above are built first, hence the depends_on). The second pre-hook records
+-- where the run starts reading: the data tests check the rows of the run (__rows_of_this_run__).
 
 with events as (
 
@@ -52,7 +53,7 @@ final as (
         where loaded_at > (
                 select
                     if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
-                    - toIntervalMinute({{ var('fct_events_lookback_minutes') }})
+                    - toIntervalMinute({{ var('incremental_lookback_minutes') }})
                 from {{ this }} as built_events
             )
     {% endif %}

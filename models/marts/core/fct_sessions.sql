@@ -64,7 +64,7 @@ bot_players as (
     -- (an empty table, e.g. after `dbt run --empty`, makes every event new)
         select
             if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_sessions.max_loaded_at))
-            - toIntervalMinute({{ var('sessionization_lookback_minutes') }}) as new_after
+            - toIntervalMinute({{ var('incremental_lookback_minutes') }}) as new_after
         from {{ this }} as built_sessions
 
     ),

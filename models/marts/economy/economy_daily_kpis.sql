@@ -1,4 +1,4 @@
-{{ config(**daily_partitioned_config('metric_date', order_by='metric_date')) }}
+{{ config(**daily_partitioned_config('metric_date', order_by='metric_date', trailing_days=6)) }}
 
 -- One row per day (UTC date of the event's ts) with any player activity in the game or the
 -- economy. Revenue is completed shop purchases (price_cents / 100); bots are left out when

@@ -1,5 +1,7 @@
 {{ config(**daily_partitioned_config('activity_date', order_by='(activity_date, user_id)')) }}
 
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
+
 -- One row per player and day (UTC date of ts) with any gold movement. The ledger is
 -- reward.granted alone: the economy grants every gold change through it (stage clears, claims,
 -- shop bundles, and negative deltas for item purchases). A claim's reward_gold and a shop

@@ -1,4 +1,6 @@
-{{ config(**daily_partitioned_config('activity_date', order_by='(user_type, activity_date)')) }}
+{{ config(**daily_partitioned_config('activity_date', order_by='(user_type, activity_date)', trailing_days=29)) }}
+
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
 
 -- One row per (user_type, activity_date) for every calendar day from the first to the last day
 -- with any event of that user type (days without activity included, from dim_date): DAU, WAU

@@ -1,5 +1,7 @@
 {{ config(**daily_partitioned_config('event_date', order_by='(event_date, chapter_number)')) }}
 
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
+
 -- Chapter clear-rate heatmap data: one row per (event_date, chapter_number) for every day from
 -- the first to the last day with a stage event (from dim_date) and every chapter of dim_stages
 -- (cells without play included, rate NULL), both game modes. attempts are stage_start events;

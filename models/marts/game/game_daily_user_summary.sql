@@ -1,5 +1,7 @@
 {{ config(**daily_partitioned_config('event_date', order_by='(event_date, user_id)')) }}
 
+-- depends_on: {{ ref('fct_events') }}  (the days new events touched: macros/partition_days.sql)
+
 -- One row per (event_date, user_id) with any game event that day (UTC date of the event's ts):
 -- distinct game events by type, play time and the best score. The same measures as the
 -- insert-time SummingMergeTree (agg_game_daily_user_summary), computed from the deduplicated
