@@ -25,6 +25,7 @@ with quarantined_events as (
 
 ),
 
+-- noqa: disable=LT02
 missing_from_base as (
 
     {%- for domain, raw_table, base_model in domains %}
@@ -61,6 +62,7 @@ expected as (
 
 ),
 
+-- noqa: enable=LT02
 actual as (
 
     select

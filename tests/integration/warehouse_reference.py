@@ -358,18 +358,30 @@ def clickstream_session_funnel(events: list[Event], v: dict) -> list[dict]:
     return rows
 
 
-def clickstream_popular_items(events: list[Event], v: dict) -> list[dict]:
-    """Per day, the items in the top popular_items_top_n by clicks or by revenue (bots left out)."""
+def _item_days(events: list[Event], v: dict) -> dict[tuple[date, int], dict]:
+    """Per (day, item) clicked or bought: clicks, buys, revenue, the latest click's category and time."""
     clicks, purchases = _human_clickstream(events, v)
     items: dict[tuple[date, int], dict] = {}
     for e in sorted(clicks, key=lambda e: (e.ts, e.event_id)):
         row = items.setdefault((e.ts.date(), e.payload["item_id"]), _item_row(e.ts.date(), e.payload["item_id"]))
         row["category"] = e.payload["category"]  # the latest click's
+        row["last_clicked_at"] = e.ts
         row["click_count"] += 1
     for e in purchases:
         row = items.setdefault((e.ts.date(), e.payload["item_id"]), _item_row(e.ts.date(), e.payload["item_id"]))
         row["purchase_count"] += 1
         row["revenue"] += _revenue(e)
+    return items
+
+
+def clickstream_item_days(events: list[Event], v: dict) -> list[dict]:
+    """Every (day, item) clicked or bought that day (bots left out)."""
+    return sorted(_item_days(events, v).values(), key=lambda r: (r["metric_date"], r["item_id"]))
+
+
+def clickstream_popular_items(events: list[Event], v: dict) -> list[dict]:
+    """Per day, the items in the top popular_items_top_n by clicks or by revenue (bots left out)."""
+    items = {key: {k: val for k, val in row.items() if k != "last_clicked_at"} for key, row in _item_days(events, v).items()}
     rows = []
     for day in sorted({d for d, _ in items}):
         day_rows = [r for (d, _), r in items.items() if d == day]
@@ -389,6 +401,7 @@ def _item_row(day: date, item_id: int) -> dict:
         "metric_date": day,
         "item_id": item_id,
         "category": "",
+        "last_clicked_at": None,
         "click_count": 0,
         "purchase_count": 0,
         "revenue": Decimal("0.00"),
@@ -469,6 +482,7 @@ CORE_MARTS = {
     "clickstream_daily_metrics": (clickstream_daily_metrics, "metric_date"),
     "clickstream_session_funnel": (clickstream_session_funnel, "metric_date, stage_order"),
     "clickstream_popular_items": (clickstream_popular_items, "metric_date, item_id"),
+    "clickstream_item_days": (clickstream_item_days, "metric_date, item_id"),
     "clickstream_anomalies": (clickstream_anomalies, "session_id, anomaly_type, window_start"),
     "game_anomalies": (game_anomalies, "anomaly_type, user_id, window_start, event_id"),
     "user_retention": (user_retention, "user_type, cohort_date"),

@@ -30,14 +30,14 @@ with events as (
     select * from {{ ref('int_events_unioned') }}
     where
         domain in ('clickstream', 'game', 'economy')
-        {%- if is_incremental() %}
+    {% if is_incremental() %}
         and loaded_at > (
             select
                 if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
                 - toIntervalMinute({{ var('incremental_lookback_minutes') }})
             from {{ this }} as built_events
         )
-        {%- endif %}
+    {% endif %}
 
 ),
 

@@ -259,8 +259,8 @@ recomputed_sessions_flagged as (
         toBool(
             recomputed_sessions.is_bot
             or recomputed_sessions.domain = 'clickstream' and arrayExists(
-                bot_window -> bot_window.1 <= recomputed_sessions.session_end_at
-                and recomputed_sessions.session_start_at < bot_window.2,
+                bot_window -> bot_window.1 <= recomputed_sessions.session_end_at  -- noqa: RF02
+                and recomputed_sessions.session_start_at < bot_window.2,  -- noqa: RF02
                 bot_windows_by_session.windows
             )
             or recomputed_sessions.domain = 'game'
