@@ -294,6 +294,28 @@ def cmd_ui(args: argparse.Namespace) -> int:
             return 130
 
 
+def cmd_dagster(args: argparse.Namespace) -> int:
+    """Dagster as production runs it: the daemon (schedules, the sensor, the run queue) and the webserver, with
+    runs, event logs and schedule state in PostgreSQL (deploy/dagster.yaml), until SIGTERM or Ctrl-C."""
+    from oltp.connection import describe_dsn
+    from orchestration import production
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its migration chatter when Dagster's tables are made
+    home = production.prepare_home(args.dagster_home or production.postgres_dagster_home())
+    env = production.production_env(home)
+    url = env[production.URL_VARIABLE]
+    where = describe_dsn(production.libpq_url(url))
+    if production.ensure_database(url):
+        print(f"created the database for Dagster: {where}", flush=True)
+    storage = production.storage_summary(home, url)
+    print(f"DAGSTER_HOME={home}; storage in PostgreSQL at {where}: " + json.dumps(storage), flush=True)
+    if args.prepare:
+        from orchestration.project import prepare_dbt_project
+
+        print(f"prepared {prepare_dbt_project()}", flush=True)
+    return production.run(env, args.host, args.port)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """The collector, the KPI API and the dashboards (FastAPI under uvicorn) until SIGTERM/SIGINT."""
     import uvicorn
@@ -916,6 +938,28 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--port", type=_port, default=3000, help="Dagster's port (default %(default)s)")
     ui.add_argument("--api-port", type=_port, default=8000, help="port of the API and dashboards (default %(default)s)")
     ui.set_defaults(func=cmd_ui)
+
+    dagster = sub.add_parser(
+        "dagster",
+        help="Dagster for production: the daemon (schedules, sensor, run queue) and the webserver, "
+        "runs and event logs in PostgreSQL",
+    )
+    dagster.add_argument(
+        "--dagster-home",
+        type=_home,
+        default=None,
+        help="DAGSTER_HOME (default $EVENTHOUSE_HOME/dagster-postgres; deploy/dagster.yaml is copied there "
+        "when it has no dagster.yaml)",
+    )
+    dagster.add_argument("--host", default="127.0.0.1", help="address the webserver serves on (default %(default)s)")
+    dagster.add_argument("--port", type=_port, default=3000, help="the webserver's port (default %(default)s)")
+    dagster.add_argument(
+        "--no-prepare",
+        dest="prepare",
+        action="store_false",
+        help="do not parse the dbt project first (target/manifest.json was prepared as a build step)",
+    )
+    dagster.set_defaults(func=cmd_dagster)
     return parser
 
 

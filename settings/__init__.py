@@ -25,6 +25,11 @@ DEFAULT_DATABASE = "eventhouse"
 DEFAULT_POSTGRES_PORT = 15432
 DEFAULT_POSTGRES_USER = "eventhouse"
 DEFAULT_POSTGRES_DATABASE = "eventhouse"
+# Dagster's own storage in production (deploy/dagster.yaml, `eventhouse dagster`): a database of its
+# own on the same server unless EVENTHOUSE_DAGSTER_POSTGRES_URL names another
+DEFAULT_DAGSTER_POSTGRES_DATABASE = "dagster"
+# dagster-postgres speaks psycopg2 (its NOTIFY binds parameters client-side)
+DAGSTER_POSTGRES_SCHEME = "postgresql+psycopg2"
 # Debian's PostgreSQL 15 server binaries (package postgresql-15)
 DEFAULT_POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 # The transactional outbox's relay (`eventhouse relay`, oltp/relay.py): it wakes on NOTIFY, and polls
@@ -346,6 +351,44 @@ def postgres_dsn(env: Mapping[str, str] | None = None) -> str:
     """EVENTHOUSE_POSTGRES_DSN (a libpq connection string or URI), else the embedded server's on its default port."""
     raw = (os.environ if env is None else env).get("EVENTHOUSE_POSTGRES_DSN", "").strip()
     return raw or f"postgresql://{DEFAULT_POSTGRES_USER}@127.0.0.1:{DEFAULT_POSTGRES_PORT}/{DEFAULT_POSTGRES_DATABASE}"
+
+
+def dagster_postgres_url(env: Mapping[str, str] | None = None) -> str:
+    """EVENTHOUSE_DAGSTER_POSTGRES_URL: where Dagster keeps its runs, event logs and schedule and sensor
+    state in production (deploy/dagster.yaml reads the variable; `eventhouse dagster` sets it).
+
+    A `postgresql+psycopg2://user:password@host:port/database` URL: SQLAlchemy's form, naming the driver,
+    because SQLAlchemy 2.1 takes a bare `postgresql://` to mean psycopg 3, under which dagster-postgres's
+    NOTIFY of new events fails; any other form is refused. Unset, it is the server of `postgres_dsn(env)`
+    (the embedded stack's by default) with the database `dagster` (DEFAULT_DAGSTER_POSTGRES_DATABASE)
+    instead of the orders'.
+    """
+    env = os.environ if env is None else env
+    raw = (env.get("EVENTHOUSE_DAGSTER_POSTGRES_URL") or "").strip()
+    if raw:
+        scheme = raw.split("://", 1)[0] if "://" in raw else ""
+        if scheme != DAGSTER_POSTGRES_SCHEME:
+            raise ConfigError(
+                f"EVENTHOUSE_DAGSTER_POSTGRES_URL must be a {DAGSTER_POSTGRES_SCHEME}://user:password@host:port/"
+                f"database URL, not {'a ' + scheme + ':// URL' if scheme else 'a key=value string'} (SQLAlchemy "
+                "2.1 takes postgresql:// to mean psycopg 3, with which dagster-postgres fails)"
+            )
+        return raw
+    from urllib.parse import quote, urlencode
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = {key: str(value) for key, value in conninfo_to_dict(postgres_dsn(env)).items()}
+    user = quote(parts.pop("user", ""), safe="")
+    password = parts.pop("password", "")
+    userinfo = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    host, port = parts.pop("host", ""), parts.pop("port", "")
+    if host.startswith("/"):  # a Unix socket directory goes in the query, where libpq reads it
+        parts["host"], host = host, ""
+    parts.pop("dbname", None)
+    query = f"?{urlencode(parts)}" if parts else ""
+    address = f"{host}{':' + port if port else ''}"
+    return f"{DAGSTER_POSTGRES_SCHEME}://{userinfo}{address}/{DEFAULT_DAGSTER_POSTGRES_DATABASE}{query}"
 
 
 def eventhouse_home(env: Mapping[str, str] | None = None) -> Path:

@@ -88,6 +88,7 @@ XDIST_GROUPS = {
     "test_orchestration": "dagster",
     "test_daily_partitions": "dagster",
     "test_dagster_webserver": "dagster",
+    "test_dagster_production": "dagster",
     "test_orchestration_definitions": "dagster",
 }
 
