@@ -381,7 +381,9 @@ def clickstream_item_days(events: list[Event], v: dict) -> list[dict]:
 
 def clickstream_popular_items(events: list[Event], v: dict) -> list[dict]:
     """Per day, the items in the top popular_items_top_n by clicks or by revenue (bots left out)."""
-    items = {key: {k: val for k, val in row.items() if k != "last_clicked_at"} for key, row in _item_days(events, v).items()}
+    items = {
+        key: {k: val for k, val in row.items() if k != "last_clicked_at"} for key, row in _item_days(events, v).items()
+    }
     rows = []
     for day in sorted({d for d, _ in items}):
         day_rows = [r for (d, _), r in items.items() if d == day]
