@@ -93,16 +93,15 @@
     where quarantined.user_id is not null
 {%- endmacro %}
 
-{#- The items an incremental run of dim_items recomputes: those with clicks or buys loaded since
-    its last run, and those of a quarantined clickstream event. -#}
+{#- The items an incremental run of dim_items recomputes: those of clickstream events in fct_events
+    loaded since its last run, and those of a quarantined clickstream event. -#}
 {% macro touched_items() -%}
-    select touched_clicks.item_id
-    from {{ ref('stg_clickstream__clicks') }} as touched_clicks
-    where touched_clicks.loaded_at > {{ loaded_after() }}
-    union distinct
-    select touched_purchases.item_id
-    from {{ ref('stg_clickstream__purchases') }} as touched_purchases
-    where touched_purchases.loaded_at > {{ loaded_after() }}
+    select touched_events.item_id
+    from {{ ref('fct_events') }} as touched_events
+    where
+        touched_events.domain = 'clickstream'
+        and touched_events.loaded_at > {{ loaded_after() }}
+        and touched_events.item_id is not null
     union distinct
     select JSONExtract(quarantined.payload, 'item_id', 'UInt64')
     from {{ ref('stg_clickstream__quarantined_events') }} as quarantined
@@ -112,7 +111,8 @@
     The table's pre-hook `record_run_start()` records where its run starts reading (its newest
     loaded_at less the lookback; 1970 on a first build or --full-refresh, so those check every
     row), and `rows_of_this_run(relation)` renders the condition for its rows loaded since: the
-    rows this run wrote or rewrote. A generic test takes it through the `where` config
+    rows this run wrote or rewrote. A view of events (staging) takes fct_events' window. A generic
+    test takes it through the `where` config
     placeholder `__rows_of_this_run__` (macro get_where_subquery below) or calls it itself. -#}
 {% macro record_run_start() -%}
     insert into {{ incremental_manifest_relation() }} (model, loaded_through)
@@ -127,11 +127,21 @@
     {%- endif %}
 {%- endmacro %}
 
+{#- (a relation with no run start of its own, e.g. a staging view, takes fct_events': the events
+    loaded since the last run that read them, and this run's) -#}
 {% macro rows_of_this_run(relation) -%}
+    {%- set own = relation.identifier ~ '__run_start' -%}
     loaded_at > (
-        select if(count() = 0, toDateTime64(0, 3, 'UTC'), argMax(run_start.loaded_through, run_start.recorded_at))
+        select
+            multiIf(
+                countIf(run_start.model = '{{ own }}') > 0,
+                argMaxIf(run_start.loaded_through, run_start.recorded_at, run_start.model = '{{ own }}'),
+                countIf(run_start.model = 'fct_events__run_start') > 0,
+                argMaxIf(run_start.loaded_through, run_start.recorded_at, run_start.model = 'fct_events__run_start'),
+                toDateTime64(0, 3, 'UTC')
+            )
         from {{ incremental_manifest_relation() }} as run_start
-        where run_start.model = '{{ relation.identifier }}__run_start'
+        where run_start.model in ('{{ own }}', 'fct_events__run_start')
     )
 {%- endmacro %}
 

@@ -4,7 +4,7 @@
         incremental_strategy='append',
         order_by='item_id',
         pre_hook="{{ delete_touched_rows('item_id', touched_items()) }}",
-        post_hook="{{ record_loaded_through([ref('stg_clickstream__clicks'), ref('stg_clickstream__purchases')]) }}"
+        post_hook="{{ record_loaded_through([ref('fct_events')]) }}"
     )
 }}
 
@@ -15,46 +15,53 @@
 -- incremental manifest) or a quarantined clickstream event, from all their events; the pre-hook
 -- deletes their rows first (an upsert by item).
 
-with clicks as (
+-- It reads fct_events (the clickstream events, item_id a column: no payload is parsed) and takes
+-- only the category of each item's latest click from staging, by event id (the base table's key).
+with clickstream_events as (
 
-    select * from {{ ref('stg_clickstream__clicks') }}
-    {%- if is_incremental() %}
-    where item_id in ({{ touched_items() }})
-    {%- endif %}
-
-),
-
-purchases as (
-
-    select * from {{ ref('stg_clickstream__purchases') }}
-    {%- if is_incremental() %}
-    where item_id in ({{ touched_items() }})
-    {%- endif %}
+    select * from {{ ref('fct_events') }}
+    where
+        domain = 'clickstream'
+        {%- if is_incremental() %}
+        and item_id in ({{ touched_items() }})
+        {%- endif %}
 
 ),
 
 item_clicks as (
 
     select
-        item_id,
-        argMax(category, (clicked_at, event_id)) as category,
-        min(clicked_at) as first_clicked_at,
-        max(clicked_at) as last_clicked_at,
+        assumeNotNull(item_id) as item_id,
+        argMax(event_id, (ts, event_id)) as latest_click_event_id,
+        min(ts) as first_clicked_at,
+        max(ts) as last_clicked_at,
         count() as click_count
-    from clicks
+    from clickstream_events
+    where event_type = 'clickstream.click'
     group by item_id
+
+),
+
+latest_clicks as (
+
+    select
+        event_id,
+        category
+    from {{ ref('stg_clickstream__clicks') }}
+    where event_id in (select item_clicks.latest_click_event_id from item_clicks)
 
 ),
 
 item_purchases as (
 
     select
-        item_id,
-        min(purchased_at) as first_purchased_at,
-        max(purchased_at) as last_purchased_at,
+        assumeNotNull(item_id) as item_id,
+        min(ts) as first_purchased_at,
+        max(ts) as last_purchased_at,
         count() as purchase_count,
-        sum(price * quantity) as revenue
-    from purchases
+        sum(assumeNotNull(revenue)) as revenue
+    from clickstream_events
+    where event_type = 'clickstream.purchase'
     group by item_id
 
 ),
@@ -71,7 +78,7 @@ final as (
 
     select
         item_id,
-        coalesce(item_clicks.category, '') as category,
+        coalesce(latest_clicks.category, '') as category,
         least(
             coalesce(item_clicks.first_clicked_at, item_purchases.first_purchased_at),
             coalesce(item_purchases.first_purchased_at, item_clicks.first_clicked_at)
@@ -85,6 +92,7 @@ final as (
         coalesce(item_purchases.revenue, 0) as revenue
     from all_items
     left join item_clicks using (item_id)
+    left join latest_clicks on item_clicks.latest_click_event_id = latest_clicks.event_id
     left join item_purchases using (item_id)
 
 )
