@@ -145,6 +145,22 @@
     )
 {%- endmacro %}
 
+{#- True when the run checks every row of `relation` (a first build or --full-refresh of it, or
+    of fct_events for a view of events, or no record at all): a test then takes its plain form, as
+    a lookup of every row in a set of every row would hold the whole table in memory. -#}
+{% macro run_checks_every_row(relation) -%}
+    {%- if not execute -%}{{ return(true) }}{%- endif -%}
+    {%- set own = relation.identifier ~ '__run_start' -%}
+    {%- set found = run_query(
+        "select countIf(model = '" ~ own ~ "') > 0, argMaxIf(loaded_through, recorded_at, model = '" ~ own
+        ~ "'), countIf(model = 'fct_events__run_start') > 0, argMaxIf(loaded_through, recorded_at, "
+        ~ "model = 'fct_events__run_start') from " ~ incremental_manifest_relation()
+        ~ " where model in ('" ~ own ~ "', 'fct_events__run_start')") -%}
+    {%- set row = found.rows[0] -%}
+    {%- set start = row[1] if row[0] else (row[3] if row[2] else none) -%}
+    {{ return(start is none or start.year <= 1970) }}
+{%- endmacro %}
+
 {#- dbt's get_where_subquery (the `where` config of a generic test), with the placeholder
     `__rows_of_this_run__` replaced by rows_of_this_run() of the tested relation. -#}
 {% macro clickhouse__get_where_subquery(relation) -%}

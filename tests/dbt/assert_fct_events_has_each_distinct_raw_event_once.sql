@@ -8,7 +8,8 @@
 -- would cost as much as the history):
 -- - every event_id loaded into a raw table during this run's window (the rows fct_events' run
 --   read: __rows_of_this_run__) is in its domain's base model, which holds one row per distinct
---   event_id (a lookup by the base models' sorting key);
+--   event_id (a lookup by the base models' sorting key); on a first build or --full-refresh,
+--   each raw table's distinct ids are counted against its base model instead;
 -- - fct_events has as many rows as the base models have events that are not quarantined
 --   (counted as all rows less the quarantined ids found by key);
 -- - no quarantined event is in fct_events.
@@ -28,7 +29,14 @@ with quarantined_events as (
 -- noqa: disable=LT02
 missing_from_base as (
 
+    {%- set every_row = run_checks_every_row(ref('fct_events')) %}
     {%- for domain, raw_table, base_model in domains %}
+    {%- if every_row %}
+    -- (a first build or --full-refresh: every distinct raw id, counted, against the base model)
+    select
+        (select uniqExact(all_deliveries.event_id) from {{ source('raw', raw_table) }} as all_deliveries)
+        - (select count() from {{ ref(base_model) }}) as event_count
+    {%- else %}
     select count() as event_count
     from {{ source('raw', raw_table) }} as raw_deliveries
     where
@@ -40,6 +48,7 @@ missing_from_base as (
                 where {{ rows_of_this_run(ref('fct_events')) | replace('loaded_at', 'recent.loaded_at', 1) }}
             )
         )
+    {%- endif %}
     {%- if not loop.last %}
     union all
     {%- endif %}
