@@ -111,8 +111,8 @@
     The table's pre-hook `record_run_start()` records where its run starts reading (its newest
     loaded_at less the lookback; 1970 on a first build or --full-refresh, so those check every
     row), and `rows_of_this_run(relation)` renders the condition for its rows loaded since: the
-    rows this run wrote or rewrote. A view of events (staging) takes fct_events' window. A generic
-    test takes it through the `where` config
+    rows this run wrote or rewrote. A relation without a run start of its own takes fct_events'
+    window. A generic test takes it through the `where` config
     placeholder `__rows_of_this_run__` (macro get_where_subquery below) or calls it itself. -#}
 {% macro record_run_start() -%}
     insert into {{ incremental_manifest_relation() }} (model, loaded_through)
