@@ -165,9 +165,10 @@ def main() -> None:
         session = warehouse.command(
             "SELECT entity_id FROM fct_anomalies WHERE entity_type = 'session' ORDER BY window_start LIMIT 1"
         ) or warehouse.command("SELECT entity_id FROM fct_anomalies LIMIT 1")
-        with running_server(env, free_port(), work / "serve.log") as base, httpx.Client(
-            base_url=base, timeout=60
-        ) as api:
+        with (
+            running_server(env, free_port(), work / "serve.log") as base,
+            httpx.Client(base_url=base, timeout=60) as api,
+        ):
             paths = endpoint_paths(api, days[len(days) // 2], str(session))
             latencies(api, paths, 2)  # warm-up: connections, the server's first queries
             live = live_window(api, writer, 100_000, work, 20)

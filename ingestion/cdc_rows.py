@@ -107,6 +107,9 @@ class CdcPartitionState(PartitionState):
         stats.encode_s += time.perf_counter() - started
         return row, 0.0
 
+    def _fast_rows(self) -> None:
+        return None  # CDC messages are not events: each takes encode_cdc_row
+
     def seal(self) -> Chunk:
         chunk = super().seal()
         chunk.table = self.table.clickhouse_table

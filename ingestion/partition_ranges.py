@@ -2,9 +2,12 @@
 
 A message is validated against the contract, checked against its topic and encoded as a raw
 row; whatever fails at any of these steps becomes a dead letter with the reason, and never
-stops its neighbours. The range only ever holds fully encoded rows, so a range is never
-written (and logged `done`) without its rows. Sealing a range hands it to the writer as a
-`Chunk`; one flush's chunks form a `Batch`. Nothing here talks to Kafka or ClickHouse.
+stops its neighbours. The loader hands over each poll's messages of a partition together
+(`accept_many`): a plainly valid event gets its row from the fast path (ingestion/fast_rows.py),
+any other message goes through the reference steps above, with the same result either way.
+The range only ever holds fully encoded rows, so a range is never written (and logged `done`)
+without its rows. Sealing a range hands it to the writer as a `Chunk`; one flush's chunks form a
+`Batch`. Nothing here talks to Kafka or ClickHouse.
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import msgspec
 import orjson
 
 from ingestion.contract import ContractError, validate
 from ingestion.dead_letters import DeadLetter
+from ingestion.fast_rows import FastRows, encode_lines
 from ingestion.loader_stats import LoaderStats
 from ingestion.raw_tables import encode_raw_row
 from ingestion.topics import check_topic
@@ -91,30 +96,99 @@ class PartitionState:
         `now` is the loader's clock (the contract checks timestamps against it) and `now_text`
         the same moment as ClickHouse text, the row's `ingested_at` when the event has none.
         """
-        if not self.has_data:
-            self.first_offset = message.offset
-            self.opened_at = time.monotonic()
-        self.last_offset = message.offset
-        self.next_offset = message.offset + 1
-        value = message.value or b""
-        stats.messages += 1
+        self.accept_many((message,), contract, now, now_text, stats)
+
+    def accept_many(
+        self, messages: Sequence[Message], contract: Any, now: datetime, now_text: str, stats: LoaderStats
+    ) -> None:
+        """Add the next messages of the range, in offset order: exactly what `accept` of each would do.
+
+        Each message is tried on the fast path (ingestion/fast_rows.py), which builds the row of a
+        plainly valid event; any other message takes the reference path (`_encode`: the contract,
+        the topic check, `encode_raw_row`) and becomes its row or a dead letter with the reason.
+        The rows are encoded in one call and appended to the body once. The state changes only
+        after that, so an exception leaves nothing half-built for a flush to write.
+        """
+        if not messages:
+            return
+        arrived = time.monotonic()
         if stats.first_message_at is None:
-            stats.first_message_at = time.monotonic()
-        stats.bytes_consumed += len(value)
-        self.nbytes += len(value)
+            stats.first_message_at = arrived
+        fast = self._fast_rows()
+        items, letters, oldest, max_lag, nbytes = self._rows(messages, fast, contract, now, now_text, stats)
+        encode_started = time.perf_counter()
         try:
-            row, event_lag_ms = self._encode(message, value, contract, now, now_text, stats)
-        except ContractError as error:
-            self._dead_letter(message, value, error.reason)
-        except Exception as error:  # not foreseen, but still this one message's problem, not the loader's
-            log.exception("%s[%d] offset %d could not be loaded", self.topic, self.partition, message.offset)
-            self._dead_letter(message, value, f"could not be loaded ({type(error).__name__}: {error})")
-        else:
-            # The state changes only here, after the row was fully encoded: an exception above leaves
-            # nothing half-built for a later flush (or the revoke callback) to write.
-            self.body += row
-            self.row_count += 1
-            self.max_event_lag_ms = max(self.max_event_lag_ms, event_lag_ms)
+            block = encode_lines(items) if items else b""
+        except Exception:  # not foreseen: every message of the slice takes the reference path
+            log.exception("%s[%d]: fast rows not encodable; the reference path instead", self.topic, self.partition)
+            items, letters, oldest, max_lag, nbytes = self._rows(messages, None, contract, now, now_text, stats)
+            block = encode_lines(items) if items else b""
+        stats.encode_s += time.perf_counter() - encode_started
+        if oldest is not None:
+            max_lag = max(max_lag, (now - oldest).total_seconds() * 1000)
+        if not self.has_data:
+            self.first_offset = messages[0].offset
+            self.opened_at = arrived
+        self.last_offset = messages[-1].offset
+        self.next_offset = self.last_offset + 1
+        stats.messages += len(messages)
+        stats.bytes_consumed += nbytes
+        self.nbytes += nbytes
+        self.body += block
+        self.row_count += len(items)
+        self.dead.extend(letters)
+        self.max_event_lag_ms = max_lag
+
+    def _rows(
+        self,
+        messages: Sequence[Message],
+        fast: FastRows | None,
+        contract: Any,
+        now: datetime,
+        now_text: str,
+        stats: LoaderStats,
+    ) -> tuple[list[Any], list[DeadLetter], datetime | None, float, int]:
+        """The rows (RawRow, or msgspec.Raw of a reference row without its newline) and dead letters
+        of these messages; the earliest `ts` among the fast rows, the largest event lag among the
+        others (and the range's so far), and the bytes read."""
+        found: list[Any]
+        oldest: datetime | None = None
+        if fast is not None:
+            try:
+                found, unsure, oldest, nbytes = fast.rows(
+                    messages, contract, contract.ts_min, now + contract.ts_max_ahead, now_text
+                )
+            except Exception:  # not foreseen: every message takes the reference path
+                log.exception("%s[%d]: the fast path failed; the reference path instead", self.topic, self.partition)
+                fast = None
+        if fast is None:
+            found, unsure, oldest = [None] * len(messages), len(messages), None
+            nbytes = sum(len(message.value or b"") for message in messages)
+        letters: list[DeadLetter] = []
+        max_lag = self.max_event_lag_ms
+        if not unsure:
+            return found, letters, oldest, max_lag, nbytes
+        items: list[Any] = []
+        for message, row in zip(messages, found, strict=True):
+            if row is not None:
+                items.append(row)
+                continue
+            value = message.value or b""
+            try:
+                reference_row, event_lag_ms = self._encode(message, value, contract, now, now_text, stats)
+            except ContractError as error:
+                letters.append(self._letter(message, value, error.reason))
+            except Exception as error:  # not foreseen, but still this one message's problem, not the loader's
+                log.exception("%s[%d] offset %d could not be loaded", self.topic, self.partition, message.offset)
+                letters.append(self._letter(message, value, f"could not be loaded ({type(error).__name__}: {error})"))
+            else:
+                items.append(msgspec.Raw(reference_row[:-1]))  # encode_lines puts the newline back
+                max_lag = max(max_lag, event_lag_ms)
+        return items, letters, oldest, max_lag, nbytes
+
+    def _fast_rows(self) -> FastRows | None:
+        """The fast path for this partition's messages (None: every message takes the reference path)."""
+        return FastRows.for_topic(self.topic, self.partition, self.topic_id)
 
     def _encode(
         self, message: Message, value: bytes, contract: Any, now: datetime, now_text: str, stats: LoaderStats
@@ -133,11 +207,9 @@ class PartitionState:
         stats.encode_s += time.perf_counter() - encode_started
         return row, (now - envelope.ts).total_seconds() * 1000
 
-    def _dead_letter(self, message: Message, value: bytes, reason: str) -> None:
-        self.dead.append(
-            DeadLetter(
-                self.topic, self.partition, message.offset, self.topic_id, message.key, value, reason, datetime.now(UTC)
-            )
+    def _letter(self, message: Message, value: bytes, reason: str) -> DeadLetter:
+        return DeadLetter(
+            self.topic, self.partition, message.offset, self.topic_id, message.key, value, reason, datetime.now(UTC)
         )
 
     def seal(self) -> Chunk:

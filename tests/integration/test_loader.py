@@ -283,7 +283,15 @@ def test_two_loaders_in_one_group_split_partitions_and_load_exactly_n(own_stack,
     # The workers run until the batch log has every event done, then stop cleanly; --max-seconds
     # only bounds a run that would hang.
     loader = _loader(
-        own_stack, "--workers", "2", "--batch-rows", "1000", "--max-seconds", "120", database=database, group=group,
+        own_stack,
+        "--workers",
+        "2",
+        "--batch-rows",
+        "1000",
+        "--max-seconds",
+        "120",
+        database=database,
+        group=group,
         output=log,
     )
 
