@@ -27,6 +27,18 @@
     order by model
 {%- endmacro %}
 
+{#- The high-water mark of a model that keeps its own (fct_events, the session events, fct_sessions,
+    the base models): a scalar subquery, the newest `column` of the table less the lookback; an
+    empty table (e.g. after `dbt run --empty`) gives 1970, so every event is new. -#}
+{% macro incremental_high_water_mark(column='loaded_at') -%}
+    (
+        select
+            if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built.{{ column }}))
+            - toIntervalMinute({{ var('incremental_lookback_minutes') }})
+        from {{ this }} as built
+    )
+{%- endmacro %}
+
 {#- A scalar SQL expression: the loaded_at after which this model's incremental run reads events. -#}
 {% macro loaded_after(model_name=none) -%}
     {%- set name = model_name or this.identifier -%}
@@ -117,11 +129,7 @@
 {% macro record_run_start() -%}
     insert into {{ incremental_manifest_relation() }} (model, loaded_through)
     {%- if is_incremental() %}
-    select
-        '{{ this.identifier }}__run_start',
-        if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built.loaded_at))
-        - toIntervalMinute({{ var('incremental_lookback_minutes') }})
-    from {{ this }} as built
+    select '{{ this.identifier }}__run_start', {{ incremental_high_water_mark() }}
     {%- else %}
     select '{{ this.identifier }}__run_start', toDateTime64(0, 3, 'UTC')
     {%- endif %}

@@ -243,12 +243,7 @@ new_deliveries as (
 
     select {{ columns }}
     from {{ source('raw', raw_table) }}
-    where loaded_at > (
-            select
-                if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
-                - toIntervalMinute({{ var('incremental_lookback_minutes') }})
-            from {{ this }} as built_events
-        )
+    where loaded_at > {{ incremental_high_water_mark() }}
 
 ),
 

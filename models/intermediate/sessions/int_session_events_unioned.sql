@@ -31,12 +31,7 @@ with events as (
     where
         domain in ('clickstream', 'game', 'economy')
     {% if is_incremental() %}
-        and loaded_at > (
-            select
-                if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
-                - toIntervalMinute({{ var('incremental_lookback_minutes') }})
-            from {{ this }} as built_events
-        )
+        and loaded_at > {{ incremental_high_water_mark() }}
     {% endif %}
 
 ),

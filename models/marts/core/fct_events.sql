@@ -49,13 +49,8 @@ final as (
         toBool(latency_ms > {{ var('late_event_threshold_seconds') }} * 1000) as is_late
     from events
     {% if is_incremental() %}
-        -- (an empty table, e.g. after `dbt run --empty`, makes every event new)
-        where loaded_at > (
-                select
-                    if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_events.loaded_at))
-                    - toIntervalMinute({{ var('incremental_lookback_minutes') }})
-                from {{ this }} as built_events
-            )
+        -- (macros/incremental_manifest.sql)
+        where loaded_at > {{ incremental_high_water_mark() }}
     {% endif %}
 
 )

@@ -61,11 +61,8 @@ bot_players as (
 
     last_run as (
 
-    -- (an empty table, e.g. after `dbt run --empty`, makes every event new)
-        select
-            if(count() = 0, toDateTime64(0, 3, 'UTC'), max(built_sessions.max_loaded_at))
-            - toIntervalMinute({{ var('incremental_lookback_minutes') }}) as new_after
-        from {{ this }} as built_sessions
+        -- (macros/incremental_manifest.sql)
+        select {{ incremental_high_water_mark('max_loaded_at') }} as new_after
 
     ),
 
