@@ -158,6 +158,10 @@
     a lookup of every row in a set of every row would hold the whole table in memory. -#}
 {% macro run_checks_every_row(relation) -%}
     {%- if not execute -%}{{ return(true) }}{%- endif -%}
+    {%- if adapter.get_relation(database=none, schema=target.schema,
+            identifier='eventhouse_incremental_manifest') is none -%}
+        {{ return(true) }}
+    {%- endif -%}
     {%- set own = relation.identifier ~ '__run_start' -%}
     {%- set found = run_query(
         "select countIf(model = '" ~ own ~ "') > 0, argMaxIf(loaded_through, recorded_at, model = '" ~ own

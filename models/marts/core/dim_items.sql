@@ -22,9 +22,9 @@ with clickstream_events as (
     select * from {{ ref('fct_events') }}
     where
         domain = 'clickstream'
-        {%- if is_incremental() %}
+    {% if is_incremental() %}
         and item_id in ({{ touched_items() }})
-        {%- endif %}
+    {% endif %}
 
 ),
 
