@@ -250,7 +250,10 @@ def test_a_failing_error_test_fails_its_check_and_blocks_downstream(world):
     # the game events' staging view, what is built from it in the foundation (fct_events,
     # fct_sessions) and in the daily marts, and a staging view that does not read the game events
     blocked = ["fct_events", "fct_sessions", "economy_daily_kpis", "game_daily_user_summary"]
-    selection = dg.AssetSelection.assets("stg_game__events", "stg_orders__order_events", *blocked)
+    # (staging reads the base models, incremental tables: the run brings the row into base_game__events)
+    selection = dg.AssetSelection.assets(
+        "base_game__events", "stg_game__events", "stg_orders__order_events", *blocked
+    )
     try:
         result = _run_part(world, "build_warehouse", DAY1, selection)
         assert not result.success
@@ -270,7 +273,9 @@ def test_a_failing_error_test_fails_its_check_and_blocks_downstream(world):
         # models that do not depend on the game events were still built
         assert "stg_orders__order_events" in done
     finally:
-        client.command(
-            f"ALTER TABLE `{raw}`.raw_game_events DELETE WHERE event_id = 'dagster-test-bogus'",
-            settings={"mutations_sync": 2},
-        )
+        warehouse = world["settings"].clickhouse.database
+        for table in (f"`{raw}`.raw_game_events", f"`{warehouse}`.base_game__events"):
+            client.command(
+                f"ALTER TABLE {table} DELETE WHERE event_id = 'dagster-test-bogus'",
+                settings={"mutations_sync": 2},
+            )
